@@ -1,0 +1,102 @@
+"""The model registry, in the manner of ``timm``: one file per network registers itself here."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from savfi_core.backbones.common import InterpolationModel
+
+SIZES = ("paper", "tiny")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., InterpolationModel]  # builder(size_config) -> model
+    size_configs: dict[str, Any]  # "paper"/"tiny" -> dataclass of widths
+    description: str
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, size_configs: dict[str, Any], description: str = ""):
+    """Class or function decorator: ``@register_model("sepconv", {"paper": ..., "tiny": ...})``."""
+    missing = [size for size in SIZES if size not in size_configs]
+    if missing:
+        raise ValueError(f"model {name!r} must define sizes {SIZES}, missing {missing}")
+
+    def decorate(builder):
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelEntry(name, builder, dict(size_configs), description or (builder.__doc__ or "").strip().split("\n")[0])
+        return builder
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    _import_all()
+    return sorted(_MODELS)
+
+
+def model_entry(name: str) -> ModelEntry:
+    _import_all()
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def default_weights_path(name: str, size: str) -> Path:
+    """Where the shipped weights of ``name`` at ``size`` live inside the package."""
+    return Path(str(resources.files("savfi_core") / "weights" / size / f"{name}.pt"))
+
+
+def create_model(
+    name: str, size: str = "paper", weights: str | os.PathLike | None = None, **overrides: Any
+) -> InterpolationModel:
+    """Build a registered backbone.
+
+    size: "paper" (the published architecture) or "tiny" (same topology, narrower).
+    weights: None (random init), "default" (the weights shipped with savfi for that size), or a
+        path to a checkpoint in any layout the authors released (see ``savfi_core.backbones.weights``).
+    overrides: fields of the size config to replace (e.g. ``kernel_size=5`` for tests).
+    """
+    entry = model_entry(name)
+    if size not in entry.size_configs:
+        raise ValueError(f"unknown size {size!r} for {name!r}; choose one of {sorted(entry.size_configs)}")
+    config = entry.size_configs[size]
+    if overrides:
+        from dataclasses import replace
+
+        config = replace(config, **overrides)
+    model = entry.builder(config)
+    model.model_name = name
+    model.model_size = size
+    if weights is not None:
+        from savfi_core.backbones.weights import load_weights
+
+        if weights == "default":
+            path = default_weights_path(name, size)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"no shipped {size} weights for {name!r} at {path}; regenerate them with "
+                    f"`python run_all.py --grid params/pretrain.yaml` or pass a checkpoint path"
+                )
+            weights = path
+        load_weights(model, weights)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _import_all() -> None:
+    # Importing the package imports every backbone file, each of which registers itself.
+    import savfi_core.backbones  # noqa: F401
