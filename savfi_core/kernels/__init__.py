@@ -1,0 +1,19 @@
+"""Custom ops of the interpolation backbones: one function per op, a CuPy kernel and a PyTorch reference.
+
+    from savfi_core.kernels import sepconv, backwarp, correlation, depth_flow_projection, filter_interpolation
+    from savfi_core.kernels import last_backend   # last_backend("sepconv") -> "cupy" or "torch"
+
+Every op takes ``backend="auto" | "cupy" | "torch"``; see ``savfi_core/kernels/_backend.py``.
+Importing this package never imports CuPy.
+"""
+from ._backend import BackendUnavailableError, cupy_available, last_backend
+from .backwarp import backwarp
+from .sepconv import sepconv
+
+__all__ = [
+    "BackendUnavailableError",
+    "cupy_available",
+    "last_backend",
+    "sepconv",
+    "backwarp",
+]
