@@ -8,6 +8,9 @@ Importing this package never imports CuPy.
 """
 from ._backend import BackendUnavailableError, cupy_available, last_backend
 from .backwarp import backwarp
+from .correlation import correlation
+from .depth_flow_projection import depth_flow_projection
+from .filter_interpolation import filter_interpolation
 from .sepconv import sepconv
 
 __all__ = [
@@ -16,4 +19,7 @@ __all__ = [
     "last_backend",
     "sepconv",
     "backwarp",
+    "correlation",
+    "depth_flow_projection",
+    "filter_interpolation",
 ]
