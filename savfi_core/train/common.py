@@ -1,0 +1,265 @@
+"""Infrastructure shared by :func:`pretrain` and :func:`meta_train`.
+
+- RNG capture/restore (torch, numpy, python ``random`` and the loop's own sampling generator),
+  so that a run resumed from a checkpoint draws exactly the numbers the uninterrupted run drew.
+- :class:`DivergenceGuard`: decides whether a step's loss is acceptable (finite, not a jump over
+  the running median of recent accepted losses).
+- Motion-aware crops (``savfi_core.data.augment.choose_moving_crop``) and triplet extraction from :class:`Sample`-like objects.
+- Validation of a predictor against frame averaging, and writing the curve CSV.
+
+Checkpoints are loaded with ``weights_only=True`` (``savfi_core.checkpoint.safe_load``), so every
+entry written here is a tensor or a plain Python container of numbers and strings.
+"""
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from savfi_core.data.augment import choose_moving_crop
+
+
+# --------------------------------------------------------------------------------------------
+# Random number generators
+# --------------------------------------------------------------------------------------------
+def capture_rng_states(sampler: torch.Generator) -> dict[str, Any]:
+    """Every RNG state that a training step may consume, in a ``weights_only``-loadable form."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        # numpy's state is (name, uint32[624], position, has_gauss, cached_gaussian); the array
+        # becomes an int64 tensor because weights_only unpickling refuses numpy arrays.
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])],
+        "python": _to_lists(random.getstate()),
+        "sampler": sampler.get_state(),
+    }
+
+
+def restore_rng_states(states: dict[str, Any], sampler: torch.Generator) -> None:
+    """Inverse of :func:`capture_rng_states`."""
+    torch.set_rng_state(states["torch"])
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    random.setstate(_to_tuples(states["python"]))
+    sampler.set_state(states["sampler"])
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch, numpy and python ``random``; return the loop's own sampling generator."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    random.seed(seed)
+    sampler = torch.Generator()
+    # A different stream from the global one, so model-side randomness never shifts the batches.
+    sampler.manual_seed(seed + 1_000_003)
+    return sampler
+
+
+def _to_lists(value):
+    return [_to_lists(item) for item in value] if isinstance(value, (tuple, list)) else value
+
+
+def _to_tuples(value):
+    return tuple(_to_tuples(item) for item in value) if isinstance(value, list) else value
+
+
+# --------------------------------------------------------------------------------------------
+# Divergence guard
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DivergenceGuard:
+    """Accept a step only if its loss is finite and not a jump.
+
+    A loss L is a jump when at least ``warmup`` accepted losses are known and
+    L > jump_factor * median(last ``window`` accepted losses). Rejected steps are not applied
+    (pretraining skips the optimizer step; meta-training rolls the learner back), and after
+    ``rollback_after`` rejections in a row the loop restores its last checkpointed state.
+    """
+
+    jump_factor: float = 5.0
+    window: int = 50
+    warmup: int = 10
+    rollback_after: int = 20
+    recent: deque = field(default_factory=deque)
+    consecutive_rejections: int = 0
+
+    def check(self, loss: float) -> str | None:
+        """None if ``loss`` is acceptable, else the reason it is not ('not finite' or 'jump')."""
+        if not math.isfinite(loss):
+            return "not finite"
+        if len(self.recent) >= self.warmup and loss > self.jump_factor * statistics.median(self.recent):
+            return "jump"
+        return None
+
+    def accept(self, loss: float) -> None:
+        self.recent.append(float(loss))
+        while len(self.recent) > self.window:
+            self.recent.popleft()
+        self.consecutive_rejections = 0
+
+    def reject(self) -> bool:
+        """Count a rejection; True when it is time to roll back to the last checkpoint."""
+        self.consecutive_rejections += 1
+        return self.consecutive_rejections >= self.rollback_after
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recent": list(self.recent), "consecutive_rejections": self.consecutive_rejections}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent = deque(float(value) for value in state["recent"])
+        self.consecutive_rejections = int(state["consecutive_rejections"])
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling: triplets and motion-aware crops
+# --------------------------------------------------------------------------------------------
+def triplet_positions(sample, all_triplets: bool = False) -> list[tuple[int, int, int]]:
+    """(first input, second input, target) frame positions of a sample.
+
+    The default is the sample's own query, (t-1, t+1 -> t) with t = ``target_index`` (the
+    middle frame of a Vimeo septuplet or triplet). With ``all_triplets`` every (i-1, i+1 -> i)
+    whose three frames are valid is offered (5 per Vimeo septuplet), so each decoded window
+    yields more training pairs.
+    """
+    valid = [bool(v) for v in torch.as_tensor(sample.valid).tolist()]
+    if all_triplets:
+        positions = [(i - 1, i + 1, i) for i in range(1, len(valid) - 1) if valid[i - 1] and valid[i] and valid[i + 1]]
+    else:
+        t = int(sample.target_index)
+        positions = [(t - 1, t + 1, t)] if 0 < t < len(valid) - 1 and valid[t - 1] and valid[t] and valid[t + 1] else []
+    if not positions:
+        raise ValueError(f"sample {getattr(sample, 'name', '?')!r} has no valid (t-1, t+1 -> t) triplet (valid={valid})")
+    return positions
+
+
+def sample_triplet_batch(
+    dataset,
+    batch_size: int,
+    generator: torch.Generator,
+    crop_size: int | None = None,
+    crop_candidates: int = 8,
+    all_triplets: bool = False,
+    augment: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Draw ``batch_size`` training triplets: (frame0 [B,3,h,w], frame1 [B,3,h,w], target [B,3,h,w]).
+
+    Every random choice (sample index, triplet, crop corners, flips) comes from ``generator``.
+    Augmentation: horizontal flip and temporal reversal (swap of the two inputs), each with
+    probability 1/2, which leave the interpolation target unchanged in meaning.
+    """
+    if len(dataset) == 0:
+        raise ValueError("training dataset is empty")
+    firsts, seconds, targets = [], [], []
+    for _ in range(batch_size):
+        index = int(torch.randint(0, len(dataset), (1,), generator=generator))
+        sample = dataset[index]
+        positions = triplet_positions(sample, all_triplets)
+        first, second, middle = positions[int(torch.randint(0, len(positions), (1,), generator=generator))]
+        frames = torch.as_tensor(sample.frames)
+        frame0, frame1, target = frames[first], frames[second], frames[middle]
+        if crop_size is not None:
+            # Motion-aware crop (savfi_core.data.augment): the best of ``crop_candidates`` uniform
+            # windows by mean |frame1 - frame0|; most uniform crops of the clips are static.
+            top, left = choose_moving_crop(
+                frames, crop_size, generator, compare=(first, second), candidates=crop_candidates, name=str(sample.name)
+            )
+            window = (slice(None), slice(top, top + crop_size), slice(left, left + crop_size))
+            frame0, frame1, target = frame0[window], frame1[window], target[window]
+        if augment:
+            flip, reverse = torch.randint(0, 2, (2,), generator=generator).tolist()
+            if flip:
+                frame0, frame1, target = frame0.flip(-1), frame1.flip(-1), target.flip(-1)
+            if reverse:
+                frame0, frame1 = frame1, frame0
+        firsts.append(frame0)
+        seconds.append(frame1)
+        targets.append(target)
+    try:
+        return torch.stack(firsts), torch.stack(seconds), torch.stack(targets)
+    except RuntimeError as error:
+        raise ValueError(f"training frames differ in size; pass crop_size to batch them ({error})") from error
+
+
+def crop_sample(sample, crop_size: int, generator: torch.Generator, candidates: int = 8):
+    """One motion-aware spatial crop of every frame of a sample (same window for all frames).
+
+    Motion is measured between the query inputs (t-1, t+1). Invalid (NaN) frames stay NaN.
+    """
+    frames = torch.as_tensor(sample.frames)
+    t = int(sample.target_index)
+    top, left = choose_moving_crop(frames, crop_size, generator, compare=(t - 1, t + 1), candidates=candidates, name=str(sample.name))
+    cropped = frames[..., top : top + crop_size, left : left + crop_size].contiguous()
+    return type(sample)(frames=cropped, valid=sample.valid, target_index=sample.target_index, name=sample.name)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and the curve file
+# --------------------------------------------------------------------------------------------
+def psnr_function() -> Callable[[Tensor, Tensor], float]:
+    """``savfi_core.metrics.psnr`` (8-bit quantized), capped as the metrics summaries cap it.
+
+    A perfect frame has PSNR +inf; like ``savfi_core.metrics.summarize(infinite="cap")`` it
+    counts as ``PSNR_CAP_DB`` (80 dB, the original evaluation's limit) in the means here.
+    """
+    from savfi_core.metrics import PSNR_CAP_DB, psnr
+
+    return lambda prediction, target: min(psnr(prediction, target), PSNR_CAP_DB)
+
+
+def validation_triplets(dataset, limit: int | None = None) -> Iterable[tuple[str, Tensor, Tensor, Tensor]]:
+    """(name, frame0 [1,3,H,W], frame1, target) for the query triplet of each validation sample."""
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for index in range(count):
+        sample = dataset[index]
+        first, second, middle = triplet_positions(sample)[0]
+        frames = torch.as_tensor(sample.frames)
+        yield str(sample.name), frames[first][None], frames[second][None], frames[middle][None]
+
+
+@torch.no_grad()
+def validate_model(model: torch.nn.Module, dataset, limit: int | None = None) -> dict[str, float]:
+    """Mean PSNR of ``model`` and of frame averaging (frame0 + frame1) / 2 on the query triplets.
+
+    The model runs in eval mode; RNG states are forked so validation never shifts training.
+    """
+    psnr = psnr_function()
+    was_training = model.training
+    model.eval()
+    model_scores, average_scores = [], []
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for _, frame0, frame1, target in validation_triplets(dataset, limit):
+                prediction = model(frame0, frame1).pred.clamp(0, 1)
+                model_scores.append(float(psnr(prediction[0], target[0])))
+                average_scores.append(float(psnr(((frame0 + frame1) / 2)[0], target[0])))
+    finally:
+        model.train(was_training)
+    if not model_scores:
+        raise ValueError("validation dataset is empty")
+    return {"val_psnr": float(np.mean(model_scores)), "val_average_psnr": float(np.mean(average_scores))}
+
+
+def curve_path_for(checkpoint_path: str | Path) -> Path:
+    """The CSV beside a checkpoint: ``run.pt`` -> ``run.curve.csv``."""
+    checkpoint_path = Path(checkpoint_path)
+    return checkpoint_path.with_name(checkpoint_path.stem + ".curve.csv")
+
+
+def write_curve(curve: Sequence[dict[str, Any]], checkpoint_path: str | Path) -> pd.DataFrame:
+    """Write the curve as CSV beside the checkpoint (atomically) and return it as a DataFrame."""
+    frame = pd.DataFrame(list(curve))
+    path = curve_path_for(checkpoint_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(temporary, index=False)
+    temporary.replace(path)
+    return frame

@@ -1,0 +1,223 @@
+"""Training loops: exact resume (same objects, new objects, new process), divergence guard,
+motion-aware triplet batches, curve CSV, and meta_train around a small fake MetaLearner."""
+from __future__ import annotations
+
+import copy
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from savfi_core.data.core import Sample
+from savfi_core.train import DivergenceGuard, ResumeMismatchError, curve_path_for, meta_train, pretrain, sample_triplet_batch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ShiftedFrames(torch.utils.data.Dataset):
+    """Septuplets of a random texture moving one pixel right per frame (plus a static margin)."""
+
+    def __init__(self, count: int = 4, size: int = 24, seed: int = 0, poison: set[int] = frozenset()):
+        generator = torch.Generator().manual_seed(seed)
+        self.samples = []
+        for index in range(count):
+            texture = torch.rand(3, size, size + 8, generator=generator)
+            frames = torch.stack([texture[:, :, 7 - shift : 7 - shift + size] for shift in range(7)])
+            if index in poison:
+                frames = frames * float("nan")  # every loss on this sample is NaN
+            self.samples.append(Sample(frames=frames.contiguous(), valid=torch.ones(7, dtype=torch.bool), target_index=3, name=f"s{index}"))
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        return self.samples[index]
+
+
+class TinyInterpolator(nn.Module):
+    """Average of the inputs plus a learned residual; an L1 loss as SepConv's (with a 'l1' term)."""
+
+    model_name = "sepconv"  # picks the original SepConv optimizer (Adamax, lr 1e-3) by default
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+
+    def forward(self, frame0, frame1):
+        from savfi_core.backbones import InterpolationOutput
+
+        return InterpolationOutput(pred=(frame0 + frame1) / 2 + self.body(torch.cat([frame0, frame1], 1)))
+
+    def loss(self, output, target):
+        l1 = (output.pred - target).abs().mean()
+        return {"l1": l1, "total": l1}
+
+
+def run_pretrain(path: Path, steps: int, model_seed: int = 0, **options):
+    model = TinyInterpolator(model_seed)
+    settings = dict(steps=steps, batch_size=2, seed=7, checkpoint_path=path, checkpoint_every=3, crop_size=16, progress=False, log=lambda _: None)
+    settings.update(options)
+    curve = pretrain(model, ShiftedFrames(), **settings)
+    return model, curve
+
+
+def test_resume_with_new_objects_reproduces_the_uninterrupted_losses_bitwise(tmp_path):
+    straight_model, straight = run_pretrain(tmp_path / "straight.pt", steps=6)
+    run_pretrain(tmp_path / "resumed.pt", steps=3)
+    # New model object with a different initialization: everything must come from the checkpoint.
+    resumed_model, resumed = run_pretrain(tmp_path / "resumed.pt", steps=6, model_seed=123)
+    assert len(straight) == len(resumed) == 6
+    assert straight["loss"].tolist() == resumed["loss"].tolist()
+    assert straight["grad_norm"].tolist() == resumed["grad_norm"].tolist()
+    for name, value in straight_model.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[name]), name
+    assert pd.read_csv(curve_path_for(tmp_path / "resumed.pt"))["loss"].tolist() == pytest.approx(straight["loss"].tolist(), rel=1e-12)
+
+
+def test_resume_in_a_new_process_reproduces_the_losses_bitwise(tmp_path):
+    _, straight = run_pretrain(tmp_path / "straight.pt", steps=6)
+    run_pretrain(tmp_path / "resumed.pt", steps=3)
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        torch.set_num_threads({torch.get_num_threads()})
+        sys.path.insert(0, {str(REPO_ROOT / 'tests')!r})
+        from test_train import run_pretrain
+        from pathlib import Path
+        _, curve = run_pretrain(Path({str(tmp_path / 'resumed.pt')!r}), steps=6, model_seed=5)
+        print(repr(curve["loss"].tolist()))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert eval(result.stdout.strip().splitlines()[-1]) == straight["loss"].tolist()
+
+
+def test_default_optimizer_is_the_original_one_and_the_curve_says_so(tmp_path):
+    _, curve = run_pretrain(tmp_path / "run.pt", steps=2)
+    assert curve["lr"].tolist() == [1e-3, 1e-3]
+    assert {"step", "loss", "loss_l1", "grad_norm", "skipped", "skipped_total", "val_psnr", "val_average_psnr"} <= set(curve.columns)
+    assert curve["step"].tolist() == [1, 2]
+
+
+def test_resume_with_different_settings_is_refused(tmp_path):
+    run_pretrain(tmp_path / "run.pt", steps=2)
+    with pytest.raises(ResumeMismatchError, match="batch_size"):
+        run_pretrain(tmp_path / "run.pt", steps=4, batch_size=3)
+
+
+def test_non_finite_losses_are_skipped_and_leave_the_weights_finite(tmp_path):
+    model = TinyInterpolator(0)
+    before = copy.deepcopy(model.body[0].weight.detach())
+    curve = pretrain(
+        model, ShiftedFrames(poison={0, 1, 2, 3}), steps=3, batch_size=1, seed=0, checkpoint_path=tmp_path / "nan.pt",
+        crop_size=None, progress=False, log=lambda _: None,
+    )
+    assert curve["skipped"].all() and curve["skip_reason"].eq("not finite").all()
+    assert curve["skipped_total"].tolist() == [1, 2, 3]
+    assert torch.equal(model.body[0].weight.detach(), before)
+
+
+def test_guard_flags_non_finite_and_jumps_over_the_running_median():
+    guard = DivergenceGuard(jump_factor=5.0, window=4, warmup=3)
+    assert guard.check(float("nan")) == "not finite"
+    for loss in (1.0, 2.0, 1.0):
+        assert guard.check(loss) is None
+        guard.accept(loss)
+    assert guard.check(4.9) is None
+    assert guard.check(5.1) == "jump"  # median 1.0
+
+
+def test_triplet_batches_take_t_minus_1_and_t_plus_1_and_prefer_moving_crops():
+    dataset = ShiftedFrames(count=1, size=32)
+    # Freeze the right half: only the left half moves, so a moving crop lies left.
+    frames = dataset.samples[0].frames
+    frames[..., 16:] = frames[3:4, :, :, 16:]
+    frame0, frame1, target = sample_triplet_batch(dataset, 4, torch.Generator().manual_seed(0), crop_size=12, crop_candidates=16, augment=False)
+    assert frame0.shape == (4, 3, 12, 12)
+    # The target is the exact midpoint in time: each crop of frame t equals frame t-1 shifted by one pixel.
+    for index in range(4):
+        assert (frame1[index] - frame0[index]).abs().mean() > 0.05
+        assert torch.equal(target[index][:, :, 1:], frame0[index][:, :, :-1]) or torch.equal(target[index][:, :, :-1], frame0[index][:, :, 1:])
+
+
+def test_validation_prints_psnr_beside_frame_averaging(tmp_path):
+    pytest.importorskip("savfi_core.metrics", reason="savfi_core.metrics.psnr not written yet")
+    messages = []
+    curve = pretrain(
+        TinyInterpolator(0), ShiftedFrames(), steps=2, batch_size=2, seed=0, checkpoint_path=tmp_path / "v.pt",
+        val_dataset=ShiftedFrames(count=2, seed=1), val_every=1, crop_size=16, progress=False, log=messages.append,
+    )
+    assert curve["val_psnr"].notna().all() and curve["val_average_psnr"].notna().all()
+    assert any("frame averaging" in message for message in messages)
+
+
+class FakeLearner:
+    """The MetaLearner contract in miniature: one weight, an Adam outer optimizer, a counter.
+
+    meta_step moves the weight towards the batch's mean target and reports that distance; when
+    ``explode_at`` is reached it reports a huge loss (after updating), which the guard must undo.
+    """
+
+    def __init__(self, explode_at: int | None = None):
+        self.weight = nn.Parameter(torch.zeros(()))
+        self.optimizer = torch.optim.Adam([self.weight], lr=0.1)
+        self.step_count = 0
+        self.explode_at = explode_at
+
+    def meta_step(self, batch):
+        assert batch.frames.dim() == 5
+        # The +1 keeps the loss away from zero, where tiny values would look like jumps.
+        loss = (self.weight - batch.frames[:, batch.target_index].mean() + torch.rand(()) * 0.01) ** 2 + 1.0
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.step_count += 1
+        if self.explode_at is not None and self.step_count == self.explode_at:
+            self.explode_at = None  # one bad step (not part of the state: a rollback must not replay it)
+            return {"outer_loss": 1e9}
+        value = float(loss.detach())
+        return {"outer_loss": value, "support_loss_before": value, "support_loss_after": value}
+
+    def state_dict(self):
+        return {"weight": self.weight.detach().clone(), "optimizer": self.optimizer.state_dict(), "step": self.step_count}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.weight.copy_(state["weight"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = state["step"]
+
+
+def run_meta(path: Path, steps: int, learner=None, **options):
+    learner = learner or FakeLearner()
+    settings = dict(steps=steps, batch_size=2, seed=3, checkpoint_path=path, checkpoint_every=2, crop_size=8, progress=False, log=lambda _: None)
+    settings.update(options)
+    return learner, meta_train(learner, ShiftedFrames(), **settings)
+
+
+def test_meta_train_resumes_exactly_with_a_new_learner(tmp_path):
+    straight_learner, straight = run_meta(tmp_path / "a.pt", steps=4)
+    run_meta(tmp_path / "b.pt", steps=2)
+    resumed_learner, resumed = run_meta(tmp_path / "b.pt", steps=4)
+    assert straight["outer_loss"].tolist() == resumed["outer_loss"].tolist()
+    assert torch.equal(straight_learner.weight, resumed_learner.weight)
+    assert curve_path_for(tmp_path / "b.pt").is_file()
+
+
+def test_meta_train_rolls_back_a_diverging_step(tmp_path):
+    learner, curve = run_meta(tmp_path / "x.pt", steps=14, learner=FakeLearner(explode_at=13))
+    _, reference = run_meta(tmp_path / "y.pt", steps=12)
+    assert curve["skipped"].tolist() == [False] * 12 + [True, False]
+    assert curve.loc[12, "skip_reason"] == "jump"
+    assert math.isfinite(curve["outer_loss"].iloc[-1])
+    # The exploded update was undone: step 14 started from the weights after step 12.
+    assert learner.step_count == 13
+    assert curve["outer_loss"].iloc[:12].tolist() == reference["outer_loss"].tolist()
