@@ -119,9 +119,10 @@ class _BackwarpCupy(torch.autograd.Function):
         batch, channels, height, width = image.shape
         grad_image = torch.zeros_like(image)
         grad_flow = torch.zeros_like(flow)
-        # One thread per output pixel and channel; image gradient by atomicAdd (scatter of bilinear weights).
-        launch("backwarp.cu", "backwarp_backward", grad_output.numel(),
-               [grad_output.numel(), batch, channels, height, width, int(ctx.padding_mode == "zeros"),
+        # One thread per pixel; image gradient by atomicAdd (scatter of bilinear weights).
+        pixels = batch * height * width
+        launch("backwarp.cu", "backwarp_backward", pixels,
+               [pixels, batch, channels, height, width, int(ctx.padding_mode == "zeros"),
                 image, flow, grad_output, grad_image, grad_flow], grad_output)
         return (grad_image if ctx.needs_input_grad[0] else None, grad_flow if ctx.needs_input_grad[1] else None, None)
 
