@@ -221,3 +221,17 @@ def test_meta_train_rolls_back_a_diverging_step(tmp_path):
     # The exploded update was undone: step 14 started from the weights after step 12.
     assert learner.step_count == 13
     assert curve["outer_loss"].iloc[:12].tolist() == reference["outer_loss"].tolist()
+
+
+def test_stop_when_ends_training_at_a_checkpointed_validation(tmp_path):
+    pytest.importorskip("savfi_core.metrics", reason="savfi_core.metrics.psnr not written yet")
+    seen = []
+    curve = pretrain(
+        TinyInterpolator(0), ShiftedFrames(), steps=10, batch_size=2, seed=0, checkpoint_path=tmp_path / "s.pt",
+        val_dataset=ShiftedFrames(count=1, seed=1), val_every=2, crop_size=16, progress=False, log=lambda _: None,
+        stop_when=lambda scores: seen.append(scores) or len(seen) == 2,
+    )
+    assert len(curve) == 4 and len(seen) == 2
+    from savfi_core.checkpoint import safe_load
+
+    assert safe_load(tmp_path / "s.pt")["step"] == 4

@@ -56,12 +56,14 @@ def run_training(
     guard: DivergenceGuard,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    stop_when: Callable[[dict[str, float]], bool] | None = None,
 ) -> pd.DataFrame:
     """Run ``train_step`` until ``steps`` steps are done; return the curve (also written as CSV).
 
     train_step(sampler) -> (row, rejection): ``row`` holds at least ``loss`` (the step's loss
     before the update); ``rejection`` is None if the update was applied, or the reason it was
     not (the step function asked ``guard.check`` before applying, or undid the update).
+    stop_when(validation scores) -> bool: stop early (after checkpointing) when it returns True.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -154,11 +156,17 @@ def run_training(
             curve.append(entry)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4g}", skipped=skipped_so_far)
+            stop = False
             if validate is not None and ((val_every and step % val_every == 0) or step == steps):
-                entry.update(run_validation())
-            if (checkpoint_every and step % checkpoint_every == 0) or step == steps:
+                scores = run_validation()
+                entry.update(scores)
+                stop = stop_when is not None and bool(stop_when(scores))
+            if (checkpoint_every and step % checkpoint_every == 0) or step == steps or stop:
                 saved = checkpoint()
                 rollback_state = copy.deepcopy(saved["state"])
+            if stop:
+                log(f"[{kind}] stopping at step {step}: the stop condition holds")
+                break
     except KeyboardInterrupt:
         # No checkpoint here: the interrupt may have landed mid-step (parameters updated, RNGs
         # advanced, counter not), and an inconsistent file would break exact resume.

@@ -33,6 +33,7 @@ def meta_train(
     rollback_after: int = 20,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    stop_when: Callable[[dict[str, float]], bool] | None = None,
 ) -> pd.DataFrame:
     """Run ``steps`` outer updates ``learner.meta_step(batch)``; return the curve (also CSV).
 
@@ -127,6 +128,7 @@ def meta_train(
         guard=guard,
         progress=progress,
         log=log,
+        stop_when=stop_when,
     )
 
 

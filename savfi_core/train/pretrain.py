@@ -63,6 +63,7 @@ def pretrain(
     rollback_after: int = 20,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    stop_when: Callable[[dict[str, float]], bool] | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` on triplets of ``train_dataset``; return the curve (also ``<ckpt>.curve.csv``).
 
@@ -80,6 +81,8 @@ def pretrain(
     Resume: if ``checkpoint_path`` exists, training continues from it exactly (see
     :mod:`savfi_core.train.loop`). Curve columns: step, loss, each loss term, grad_norm, lr,
     skipped, skip_reason, skipped_total, rolled_back, elapsed_seconds, val_psnr, val_average_psnr.
+    stop_when(validation scores) -> bool: early stop (checkpointed; a later call with more steps
+    resumes from there).
     """
     if optimizer is None or lr is None:
         default_name, default_lr = default_optimizer(model)
@@ -153,4 +156,5 @@ def pretrain(
         guard=guard,
         progress=progress,
         log=log,
+        stop_when=stop_when,
     )

@@ -1,0 +1,173 @@
+"""Pretrain one tiny backbone on the embedded clips and ship its weights when they beat averaging.
+
+Meant to run as one background job on a shared CPU, resumable from its checkpoint:
+
+    nohup .venv/bin/python scripts/pretrain_tiny.py --model dvf > /tmp/pretrain_dvf.log 2>&1 &
+
+Training data: ``open_dataset("clips", split="train")`` (scenes bikes1, bikes3, bikes5, bikes6,
+bunny), motion-aware crops. Validation: the query triplet of every sample of the held-out
+``clips`` test split (scenes bikes2, bikes4, carphone), mean PSNR beside frame averaging.
+When the validation gain reaches ``--min-gain`` dB (0.3 by default) training stops and the
+weights (a plain state_dict) go to ``savfi_core/weights/tiny/<model>.pt`` with a provenance JSON
+beside them. If ``--steps`` run out first, nothing is shipped and the log says so: the curve is
+in ``<checkpoint>.curve.csv``. Rerunning the same command resumes from the checkpoint (raise
+``--steps`` to train longer). SIGTERM stops the job; the last periodic checkpoint stays valid.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+
+from savfi_core.backbones import count_parameters, create_model, default_weights_path  # noqa: E402
+from savfi_core.checkpoint import atomic_save, safe_load  # noqa: E402
+from savfi_core.data import open_dataset  # noqa: E402
+from savfi_core.train import curve_path_for, pretrain  # noqa: E402
+from savfi_core.train.common import validate_model  # noqa: E402
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="registry name, e.g. dvf")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop-size", type=int, default=64)
+    parser.add_argument("--crop-candidates", type=int, default=8)
+    parser.add_argument("--optimizer", choices=["adam", "adamax"], default=None, help="default: the original training's")
+    parser.add_argument("--lr", type=float, default=None, help="default: the original training's")
+    parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-every", type=int, default=100)
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--min-gain", type=float, default=0.3, help="dB over frame averaging needed to ship")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: results/pretrain_tiny/<model>.pt (git-ignored)")
+    parser.add_argument("--no-ship", action="store_true", help="train and report, never write the package weights")
+    return parser.parse_args(argv)
+
+
+def machine_description(threads: int) -> dict:
+    """CPU model and core count as lscpu reports them, plus the threads this job used."""
+    description = {"platform": platform.platform(), "torch": torch.__version__, "torch_threads": threads}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU(s)"):
+                description["cpu_model" if key.strip() == "Model name" else "cpu_cores"] = value.strip()
+    except (OSError, subprocess.CalledProcessError) as error:
+        description["lscpu_error"] = str(error)
+    return description
+
+
+def git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    commit = result.stdout.strip() if result.returncode == 0 else "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "savfi_core"], cwd=REPO_ROOT, capture_output=True, text=True)
+    return commit + ("+uncommitted-changes" if dirty.stdout.strip() else "")
+
+
+def ship(model, arguments, checkpoint_path: Path, test_dataset) -> Path:
+    """Write the plain state_dict and its provenance JSON into the package; return the .pt path."""
+    saved = safe_load(checkpoint_path)
+    model.load_state_dict(saved["state"]["model"])
+    scores = validate_model(model, test_dataset)  # every sample of the held-out split
+    gain = scores["val_psnr"] - scores["val_average_psnr"]
+    if gain < arguments.min_gain:
+        raise SystemExit(f"not shipping {arguments.model}: gain {gain:+.3f} dB < {arguments.min_gain} dB")
+    curve = saved["curve"]
+    weights_path = default_weights_path(arguments.model, "tiny")
+    atomic_save(model.state_dict(), weights_path)
+    provenance = {
+        "model": arguments.model,
+        "size": "tiny",
+        "parameters": count_parameters(model),
+        "weights": weights_path.name,
+        "training_data": "savfi embedded clips, split='train' (scenes bikes1, bikes3, bikes5, bikes6, bunny; "
+        "256 septuplets, query triplets t-1, t+1 -> t), motion-aware crops, random horizontal flip and input swap",
+        "test_data": f"savfi embedded clips, split='test' (scenes bikes2, bikes4, carphone; {len(test_dataset)} "
+        "non-overlapping septuplets, full frames, query triplet t-1, t+1 -> t)",
+        "selection": f"training stopped at the first validation (every {arguments.val_every} steps, on this same "
+        f"test split) whose gain over frame averaging reached {arguments.min_gain} dB",
+        "steps": int(saved["step"]),
+        "skipped_steps": int(curve[-1]["skipped_total"]) if curve else 0,
+        "batch_size": arguments.batch_size,
+        "crop_size": arguments.crop_size,
+        "optimizer": saved["config"]["optimizer"],
+        "lr": saved["config"]["lr"],
+        "max_grad_norm": arguments.max_grad_norm,
+        "seed": arguments.seed,
+        "wall_time_seconds": round(float(saved["elapsed_seconds"]), 1),
+        "machine": machine_description(arguments.threads),
+        "git_commit": git_commit(),
+        "test_psnr": round(scores["val_psnr"], 4),
+        "test_frame_average_psnr": round(scores["val_average_psnr"], 4),
+        "test_gain_db": round(gain, 4),
+        "psnr_definition": "savfi_core.metrics.psnr (8-bit quantized), mean over the test samples",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "regenerate": f"python scripts/pretrain_tiny.py --model {arguments.model} --steps {int(saved['step'])} "
+        f"--batch-size {arguments.batch_size} --crop-size {arguments.crop_size} --lr {saved['config']['lr']} "
+        f"--optimizer {saved['config']['optimizer']} --seed {arguments.seed} --val-every {arguments.val_every}",
+    }
+    provenance_path = weights_path.with_suffix(".json")
+    provenance_path.write_text(json.dumps(provenance, indent=2) + "\n")
+    print(f"shipped {weights_path} ({weights_path.stat().st_size / 1e6:.2f} MB) and {provenance_path.name}: "
+          f"{scores['val_psnr']:.3f} dB vs frame averaging {scores['val_average_psnr']:.3f} dB", flush=True)
+    return weights_path
+
+
+def main(argv=None) -> None:
+    arguments = parse_arguments(argv)
+    torch.set_num_threads(arguments.threads)
+    # `kill PID` lands as KeyboardInterrupt: the loop then leaves its last checkpoint untouched.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    checkpoint_path = arguments.checkpoint or REPO_ROOT / "results" / "pretrain_tiny" / f"{arguments.model}.pt"
+    train_dataset = open_dataset("clips", split="train", augment=False)
+    test_dataset = open_dataset("clips", split="test")
+    model = create_model(arguments.model, size="tiny")
+    print(f"{arguments.model} tiny: {count_parameters(model)} parameters; checkpoint {checkpoint_path}; pid {os.getpid()}", flush=True)
+    reached = {}
+
+    def target_reached(scores: dict) -> bool:
+        reached["gain"] = scores["val_psnr"] - scores["val_average_psnr"]
+        return reached["gain"] >= arguments.min_gain
+
+    pretrain(
+        model,
+        train_dataset,
+        steps=arguments.steps,
+        batch_size=arguments.batch_size,
+        lr=arguments.lr,
+        optimizer=arguments.optimizer,
+        seed=arguments.seed,
+        checkpoint_path=checkpoint_path,
+        val_dataset=test_dataset,
+        val_every=arguments.val_every,
+        checkpoint_every=arguments.checkpoint_every,
+        crop_size=arguments.crop_size,
+        crop_candidates=arguments.crop_candidates,
+        max_grad_norm=arguments.max_grad_norm,
+        progress=True,
+        log=lambda message: print(message, flush=True),
+        stop_when=target_reached,
+    )
+    print(f"curve: {curve_path_for(checkpoint_path)}", flush=True)
+    if reached.get("gain", float("-inf")) >= arguments.min_gain and not arguments.no_ship:
+        ship(model, arguments, checkpoint_path, test_dataset)
+    else:
+        print(f"{arguments.model}: target gain {arguments.min_gain} dB not reached (last {reached.get('gain')}); nothing shipped", flush=True)
+
+
+if __name__ == "__main__":
+    main()
