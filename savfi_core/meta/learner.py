@@ -1,0 +1,466 @@
+"""MAML, MAML++, Meta-SGD and L2F as switches on one functional inner loop.
+
+For one task (a septuplet, :mod:`savfi_core.meta.tasks`) with adapted parameters ``theta``
+(the network's parameters whose names match the adapt patterns; the rest stay at their
+meta-learned values), inner steps ``k = 0..K-1``::
+
+    theta_0     = gamma(task) * theta                         # L2F only; gamma = 1 otherwise
+    L_k         = sum over the two support triplets of model.loss(f(theta_k; frame0, frame1), target)
+    theta_{k+1} = rule(theta_k, dL_k/dtheta_k, rate_k)        # sgd | adam | adamax, functional
+
+and the outer loss of the task is ``L_query(theta_K)`` or, with MAML++'s multi-step loss,
+``sum_k w_k L_query(theta_{k+1})`` with the annealed importance vector ``w``. The outer loss is
+averaged over the tasks of a batch and minimised by an ordinary torch optimizer over the
+meta-parameters: the network's weights and, depending on the algorithm,
+
+* maml++ (LSLR): one rate per adapted tensor per inner step, ``rate_k[name]`` (a scalar);
+* metasgd: one rate per element, ``rate[name]`` of the tensor's shape (the same at every step);
+* l2f: the attenuator network and its output scale (see :class:`LearnedInnerLoop`);
+* maml++ with BatchNorm: per-step BatchNorm weights.
+
+The model runs through ``torch.func.functional_call`` with the parameters in a dict, and the inner
+gradients come from ``torch.autograd.grad(..., create_graph=second_order)``: no module is
+mutated by the inner loop and no layer is rewritten, so any backbone of the registry works.
+
+Per-step BatchNorm (MAML++): every BatchNorm module gets ``K+1`` copies of its weight, bias,
+running mean and running variance; a forward pass with parameters ``theta_j`` (after ``j``
+updates) uses copy ``min(j, K)``. The per-step weights are meta-parameters and are not adapted in
+the inner loop (as in MAML++). Running statistics only change when a BatchNorm runs in train
+mode. For the registry this means: DVF keeps its BatchNorm in eval mode, so its per-step
+statistics stay equal copies of the pretrained ones and only the per-step affine weights differ;
+networks whose BatchNorm runs in train mode (DAIN's depth network when the model is in train
+mode) also get per-step statistics; networks without BatchNorm (SepConv, CAIN, RRIN, Super-SloMo)
+are unaffected.
+"""
+from __future__ import annotations
+
+import fnmatch
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from savfi_core.meta import inner_rules
+from savfi_core.meta.config import MetaConfig
+from savfi_core.meta.tasks import Task, Triplet, make_task, temporal_flip
+
+CHECKPOINT_FORMAT = "savfi-meta-learner"
+
+
+def _key(name: str) -> str:
+    """Parameter names as ParameterDict keys ('.' is not allowed in module attribute names)."""
+    return name.replace(".", "-")
+
+
+def per_step_loss_importance(inner_steps: int, outer_step: int, annealing_steps: int) -> Tensor:
+    """MAML++ multi-step-loss weights ``w`` [K] at an outer step (Antoniou et al. 2019).
+
+    Starts uniform (1/K each); every outer step moves ``1/(K * annealing_steps)`` from each
+    non-final step (down to a floor of ``0.03/K``) to the final one (capped at
+    ``1 - (K-1) * 0.03/K``), as ``get_per_step_loss_importance_vector`` of the MAML++ and SAVFI
+    code, with its epochs counted here in outer steps.
+    """
+    weights = np.full(inner_steps, 1.0 / inner_steps)
+    decay = 1.0 / inner_steps / annealing_steps
+    floor = 0.03 / inner_steps
+    for index in range(inner_steps - 1):
+        weights[index] = max(weights[index] - outer_step * decay, floor)
+    weights[-1] = min(weights[-1] + outer_step * (inner_steps - 1) * decay, 1.0 - (inner_steps - 1) * floor)
+    return torch.tensor(weights)
+
+
+class LearnedInnerLoop(nn.Module):
+    """The meta-parameters besides the network's weights (empty for plain MAML).
+
+    step_rates (maml++): ``step_rates[key]`` [max(K, 1)], initialised to ``inner_lr``.
+    element_rates (metasgd): ``element_rates[key]`` shaped like the parameter, ``inner_lr``.
+    attenuator, attenuation_scale (l2f): the L2F attenuation of the initialization,
+        ``gamma = clamp(1 - attenuation_scale * attenuator(e), 0, 1)`` [L] for the task embedding
+        ``e`` [L] (layer-wise mean support gradients, one entry per adapted tensor), with
+        ``attenuator = Linear(L, L) -> ReLU -> Linear(L, L) -> Sigmoid``. ``attenuation_scale``
+        starts at 0 as in the SAVFI code, so the untrained attenuator leaves the initialization
+        exactly unchanged (gamma = 1). Consequence: on the very first outer step only the scale
+        receives a gradient; the attenuator network receives gradients from the next step on.
+    batchnorm_weights, batchnorm_statistics (maml++ with BatchNorm): per-step copies [K+1, C].
+    """
+
+    def __init__(
+        self,
+        config: MetaConfig,
+        adapted: dict[str, Tensor],
+        batchnorm_modules: dict[str, nn.modules.batchnorm._BatchNorm],
+    ):
+        super().__init__()
+        steps = config.inner_steps
+        self.step_rates = nn.ParameterDict()
+        self.element_rates = nn.ParameterDict()
+        self.batchnorm_weights = nn.ParameterDict()
+        self.batchnorm_statistics = nn.Module()  # a plain holder of buffers
+        self.attenuator = None
+        self.attenuation_scale = None
+        if config.learns_step_rates:
+            for name, value in adapted.items():
+                self.step_rates[_key(name)] = nn.Parameter(torch.full((max(steps, 1),), config.inner_lr, dtype=value.dtype, device=value.device))
+        if config.learns_element_rates:
+            for name, value in adapted.items():
+                self.element_rates[_key(name)] = nn.Parameter(torch.full_like(value.detach(), config.inner_lr))
+        if config.attenuates_initialization:
+            layers = len(adapted)
+            reference = next(iter(adapted.values()))
+            self.attenuator = nn.Sequential(nn.Linear(layers, layers), nn.ReLU(), nn.Linear(layers, layers), nn.Sigmoid())
+            self.attenuator.to(dtype=reference.dtype, device=reference.device)
+            self.attenuation_scale = nn.Parameter(torch.zeros(1, dtype=reference.dtype, device=reference.device))
+        for module_name, module in batchnorm_modules.items():
+            for part in ("weight", "bias"):
+                value = getattr(module, part)
+                if value is not None:
+                    copies = value.detach().unsqueeze(0).repeat(steps + 1, *([1] * value.dim()))
+                    self.batchnorm_weights[_key(f"{module_name}.{part}")] = nn.Parameter(copies)
+            for part in ("running_mean", "running_var"):
+                value = getattr(module, part)
+                if value is not None:
+                    copies = value.detach().unsqueeze(0).repeat(steps + 1, *([1] * value.dim())).clone()
+                    self.batchnorm_statistics.register_buffer(_key(f"{module_name}.{part}"), copies)
+
+
+class MetaLearner:
+    """Meta-training and test-time adaptation of one interpolation network.
+
+    ``MetaLearner(model, config=None, **overrides)``: ``overrides`` replace fields of ``config``
+    (or of the default :class:`MetaConfig`), e.g. ``MetaLearner(model, algorithm="maml++",
+    inner_steps=2)``.
+
+    meta_step(batch): one outer update (puts the model in train mode).
+    adapt(sample, steps=None): adapted parameters for one sample, the model untouched.
+    predict(sample, params=None): the frame between t-1 and t+1.
+    state_dict() / load_state_dict(): network, learned rates/attenuator/per-step BatchNorm,
+        outer optimizer and scheduler state, step counter and flip generator (exact resume).
+    """
+
+    def __init__(self, model: nn.Module, config: MetaConfig | None = None, **overrides: Any):
+        config = config if config is not None else MetaConfig()
+        if overrides:
+            config = config.replace(**overrides)
+        self.model = model
+        self.config = config
+        self.patterns = tuple(config.adapt_patterns if config.adapt_patterns is not None else model.adapted_parameter_patterns)
+
+        self.batchnorm_modules = (
+            {name: module for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)}
+            if config.uses_per_step_batchnorm
+            else {}
+        )
+        self.per_step_parameter_names = {
+            f"{name}.{part}" for name, module in self.batchnorm_modules.items() for part in ("weight", "bias") if getattr(module, part) is not None
+        }
+        self.per_step_buffer_names = {
+            f"{name}.{part}"
+            for name, module in self.batchnorm_modules.items()
+            for part in ("running_mean", "running_var")
+            if getattr(module, part) is not None
+        }
+        self.adapted_names = [
+            name
+            for name, parameter in model.named_parameters()
+            if parameter.requires_grad
+            and name not in self.per_step_parameter_names
+            and any(fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns)
+        ]
+        if not self.adapted_names:
+            raise ValueError(
+                f"adapt patterns {self.patterns} match no trainable parameter of {type(model).__name__} "
+                f"(first names: {[name for name, _ in model.named_parameters()][:5]})"
+            )
+        parameters = dict(model.named_parameters())
+        self.learned = LearnedInnerLoop(config, {name: parameters[name] for name in self.adapted_names}, self.batchnorm_modules)
+
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(config.seed)
+        if config.outer_optimizer == "adam":
+            self.outer_optimizer = torch.optim.Adam(
+                self.meta_parameters(), lr=config.outer_lr, betas=(0.9, 0.99), weight_decay=config.outer_weight_decay
+            )
+        else:
+            self.outer_optimizer = torch.optim.Adamax(
+                self.meta_parameters(), lr=config.outer_lr, betas=(0.9, 0.999), weight_decay=config.outer_weight_decay
+            )
+        self.scheduler = None
+        if config.resolved_outer_lr_schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.outer_optimizer, T_max=config.total_outer_steps, eta_min=config.outer_lr_min
+            )
+
+    # Parameters ------------------------------------------------------------------------------
+    def meta_parameters(self) -> list[nn.Parameter]:
+        """Everything the outer optimizer updates: network weights (except BatchNorm weights that
+        per-step copies replace) and the learned rates / attenuator / per-step BatchNorm weights."""
+        network = [
+            parameter
+            for name, parameter in self.model.named_parameters()
+            if parameter.requires_grad and name not in self.per_step_parameter_names
+        ]
+        return network + list(self.learned.parameters())
+
+    @property
+    def multi_step_loss_steps(self) -> int:
+        """MSL annealing length; None in the config means 10% of training for maml++, else 0."""
+        if self.config.multi_step_loss_steps is not None:
+            return self.config.multi_step_loss_steps
+        return max(1, self.config.total_outer_steps // 10) if self.config.algorithm == "maml++" else 0
+
+    def _rates(self, step: int, detach: bool = False) -> dict[str, Tensor | float]:
+        config = self.config
+        if config.learns_step_rates:
+            rates = {name: self.learned.step_rates[_key(name)][min(step, config.inner_steps - 1) if config.inner_steps else 0] for name in self.adapted_names}
+        elif config.learns_element_rates:
+            rates = {name: self.learned.element_rates[_key(name)] for name in self.adapted_names}
+        else:
+            return {name: config.inner_lr for name in self.adapted_names}
+        return {name: rate.detach() for name, rate in rates.items()} if detach else rates
+
+    def _per_step_batchnorm(self, row: int, clone: bool) -> dict[str, Tensor]:
+        """Per-step BatchNorm weights and statistics of copy ``min(row, K)`` under model names."""
+        if not self.batchnorm_modules:
+            return {}
+        row = min(row, self.config.inner_steps)
+        result = {name: self.learned.batchnorm_weights[_key(name)][row] for name in self.per_step_parameter_names}
+        for name in self.per_step_buffer_names:
+            statistics = getattr(self.learned.batchnorm_statistics, _key(name))[row]
+            # A view of the row: BatchNorm in train mode updates it in place during meta-training.
+            result[name] = statistics.clone() if clone else statistics
+        return result
+
+    def _forward(self, params: dict[str, Tensor], row: int, frame0: Tensor, frame1: Tensor, buffers: "_BufferDict"):
+        """Run the network with ``params`` over its own parameters, per-step BatchNorm copy ``row``."""
+        batchnorm = self._per_step_batchnorm(row, clone=buffers.is_clone)
+        merged = {**dict(self.model.named_parameters()), **buffers, **batchnorm, **params}
+        return functional_call(self.model, merged, (frame0, frame1))
+
+    def _buffers(self, clone: bool) -> dict[str, Tensor]:
+        """The model's buffers: live during meta-training (running statistics update as in any
+        training step), cloned for adaptation and prediction (the model is never mutated)."""
+        buffers = _BufferDict({name: value.clone() if clone else value for name, value in self.model.named_buffers()})
+        buffers.is_clone = clone
+        return buffers
+
+    def _loss(self, params, row, triplet: Triplet, buffers) -> Tensor:
+        output = self._forward(params, row, triplet.frame0, triplet.frame1, buffers)
+        return self.model.loss(output, triplet.target)["total"]
+
+    def _support_loss(self, params, row, task: Task, buffers) -> Tensor:
+        """Inner loss: the sum of the backbone's loss on both support triplets."""
+        return sum(self._loss(params, row, triplet, buffers) for triplet in task.support)
+
+    def _gradients(self, loss: Tensor, params: dict[str, Tensor], create_graph: bool) -> dict[str, Tensor]:
+        values = list(params.values())
+        grads = torch.autograd.grad(loss, values, create_graph=create_graph, allow_unused=True)
+        # Unused parameters (a branch the loss does not reach) have zero gradient, not None.
+        return {name: torch.zeros_like(value) if grad is None else grad for (name, value), grad in zip(params.items(), grads)}
+
+    def _attenuate(self, task: Task, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """L2F: ``theta_0 = gamma * theta`` layer-wise, ``gamma`` from the support gradients.
+
+        The task embedding (layer-wise mean gradient of the support loss at the unattenuated
+        initialization) is an input of the attenuator, not differentiated through (as in the
+        SAVFI code, ``create_graph=False``).
+        """
+        # Cloned buffers: this probe pass must not count as a training forward for BatchNorm.
+        loss = self._support_loss(params, 0, task, self._buffers(clone=True))
+        grads = self._gradients(loss, params, create_graph=False)
+        embedding = torch.stack([grad.mean() for grad in grads.values()]).detach()
+        gamma = (1.0 - self.learned.attenuation_scale * self.learned.attenuator(embedding)).clamp(0.0, 1.0)
+        return {name: gamma[index] * value for index, (name, value) in enumerate(params.items())}
+
+    # Meta-training ---------------------------------------------------------------------------
+    def meta_step(self, batch) -> dict[str, float]:
+        """One outer update on a batch of tasks (a single or collated ``Sample``).
+
+        :meth:`compute_meta_gradients`, then the outer optimizer and scheduler step. Returns
+        floats: outer_loss (the loss minimised), query_loss (final query loss), support_loss_before
+        / support_loss_after (support loss before and after the inner loop), outer_lr (the rate
+        used in this step), second_order (1.0 or 0.0), step (outer steps done after this one).
+        """
+        metrics = self.compute_meta_gradients(batch)
+        self.outer_optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
+        metrics["step"] = float(self.step)
+        return metrics
+
+    def compute_meta_gradients(self, batch) -> dict[str, float]:
+        """Outer loss and its gradient in ``.grad`` of every meta-parameter; no update.
+
+        Puts the model in train mode. Each batch item is one task with its own inner loop
+        (optimizer state reset). The outer loss is the mean over tasks; gradients are accumulated
+        task by task (backward per task keeps one task's graph in memory at a time). Consumes the
+        learner's flip generator exactly as ``meta_step`` does (a gradient-clipping caller may
+        use this method, clip, then ``outer_optimizer.step()``, ``scheduler.step()`` and
+        ``step += 1``).
+        """
+        config = self.config
+        self.model.train()
+        batch_size = batch.frames.shape[0] if batch.frames.dim() == 5 else 1
+        if config.temporal_flip:
+            flip = torch.rand(batch_size, generator=self.generator) < 0.5
+            batch = temporal_flip(batch, flip)
+        task = make_task(batch)
+        second_order = not config.first_order and self.step >= config.first_order_until_step
+        steps = config.inner_steps
+        use_msl = steps > 0 and self.step < self.multi_step_loss_steps
+        importance = per_step_loss_importance(steps, self.step, self.multi_step_loss_steps) if use_msl else None
+        network = dict(self.model.named_parameters())
+        buffers = self._buffers(clone=False)
+        outer_lr = self.outer_optimizer.param_groups[0]["lr"]
+
+        self.outer_optimizer.zero_grad(set_to_none=True)
+        totals = {"outer_loss": 0.0, "query_loss": 0.0, "support_loss_before": 0.0, "support_loss_after": 0.0}
+        for index in range(task.batch_size):
+            item = task.item(index)
+            params = {name: network[name] for name in self.adapted_names}
+            if config.attenuates_initialization:
+                params = self._attenuate(item, params)
+            state = inner_rules.initial_state(config.inner_rule, params)
+            weighted_query_losses = []
+            for step in range(steps):
+                support_loss = self._support_loss(params, step, item, buffers)
+                if step == 0:
+                    totals["support_loss_before"] += support_loss.item()
+                grads = self._gradients(support_loss, params, create_graph=second_order)
+                params, state = inner_rules.update(
+                    config.inner_rule, params, grads, state, self._rates(step), config.inner_betas, config.inner_eps
+                )
+                if use_msl:
+                    # MAML++ multi-step loss: the query loss after every inner step, weighted.
+                    query_loss = self._loss(params, step + 1, item.query, buffers)
+                    weighted_query_losses.append(importance[step].item() * query_loss)
+            if use_msl:
+                task_loss = sum(weighted_query_losses)
+            else:
+                query_loss = self._loss(params, steps, item.query, buffers)
+                task_loss = query_loss
+            (task_loss / task.batch_size).backward()
+            with torch.no_grad():
+                after = self._support_loss(params, steps, item, self._buffers(clone=True)).item()
+            totals["support_loss_after"] += after
+            if steps == 0:
+                totals["support_loss_before"] += after
+            totals["outer_loss"] += task_loss.item()
+            totals["query_loss"] += query_loss.item()
+
+        metrics = {name: value / task.batch_size for name, value in totals.items()}
+        metrics.update(outer_lr=float(outer_lr), second_order=float(second_order), step=float(self.step))
+        return metrics
+
+    # Test time -------------------------------------------------------------------------------
+    def adapt(self, sample, steps: int | None = None) -> dict[str, Tensor]:
+        """Adapt to one sample's support triplets; the query frame is never read.
+
+        Returns detached tensors under the model's names: every adapted parameter and, with
+        per-step BatchNorm, the BatchNorm weights and statistics of the step reached. The model's
+        own parameters and buffers are not modified. Works in any grad mode.
+        """
+        config = self.config
+        steps = config.inner_steps if steps is None else steps
+        task = make_task(sample, with_query_target=False)
+        if task.batch_size != 1:
+            raise ValueError(f"adapt takes one sample, got a batch of {task.batch_size} ({task.names})")
+        network = dict(self.model.named_parameters())
+        params = {name: network[name].detach().clone().requires_grad_(True) for name in self.adapted_names}
+        with torch.enable_grad():
+            if config.attenuates_initialization:
+                attenuated = self._attenuate(task, params)
+                params = {name: value.detach().requires_grad_(True) for name, value in attenuated.items()}
+            state = inner_rules.initial_state(config.inner_rule, params)
+            for step in range(steps):
+                buffers = self._buffers(clone=True)
+                support_loss = self._support_loss(params, step, task, buffers)
+                grads = self._gradients(support_loss, params, create_graph=False)
+                params, state = inner_rules.update(
+                    config.inner_rule, params, grads, state, self._rates(step, detach=True), config.inner_betas, config.inner_eps
+                )
+                params = {name: value.detach().requires_grad_(True) for name, value in params.items()}
+        result = {name: value.detach() for name, value in params.items()}
+        result.update({name: value.detach().clone() for name, value in self._per_step_batchnorm(steps, clone=True).items()})
+        return result
+
+    def initial_parameters(self) -> dict[str, Tensor]:
+        """What the network runs with before adaptation: per-step BatchNorm copy 0 (if any)."""
+        return {name: value.detach().clone() for name, value in self._per_step_batchnorm(0, clone=True).items()}
+
+    def predict(self, sample, params: dict[str, Tensor] | None = None) -> Tensor:
+        """Frame between positions t-1 and t+1 with ``params`` (from :meth:`adapt`) or the
+        unadapted network: [3,H,W] for a single sample, [B,3,H,W] for a collated one."""
+        task = make_task(sample, with_support=False, with_query_target=False)
+        overrides = self.initial_parameters() if params is None else params
+        merged = {**dict(self.model.named_parameters()), **self._buffers(clone=True), **overrides}
+        with torch.no_grad():
+            prediction = functional_call(self.model, merged, (task.query.frame0, task.query.frame1)).pred
+        return prediction[0] if sample.frames.dim() == 4 else prediction
+
+    def adapt_and_predict(self, sample, steps: int | None = None) -> tuple[Tensor, dict[str, Tensor], float]:
+        """(prediction, adapted params, seconds spent adapting) for one sample."""
+        start = time.perf_counter()
+        params = self.adapt(sample, steps)
+        seconds = time.perf_counter() - start
+        return self.predict(sample, params), params, seconds
+
+    # Checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs; loadable with ``torch.load(weights_only=True)``."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "model_name": getattr(self.model, "model_name", type(self.model).__name__),
+            "adapted_names": list(self.adapted_names),
+            "model": self.model.state_dict(),
+            "learned": self.learned.state_dict(),
+            "outer_optimizer": self.outer_optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "step": self.step,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; the learner must have been built with the same
+        config (it is compared key by key) and model architecture."""
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a MetaLearner state (expected format {CHECKPOINT_FORMAT!r})")
+        saved = state["config"]
+        current = self.config.to_dict()
+        differing = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+        if differing:
+            raise ValueError(
+                "MetaLearner state was saved with a different config for "
+                + ", ".join(f"{key} (saved {saved.get(key)!r}, here {current.get(key)!r})" for key in differing)
+                + "; build the learner with MetaConfig.from_dict(state['config'])"
+            )
+        if list(state["adapted_names"]) != self.adapted_names:
+            raise ValueError("MetaLearner state adapts different parameters than this learner (adapted_names differ)")
+        self.model.load_state_dict(state["model"])
+        self.learned.load_state_dict(state["learned"])
+        self.outer_optimizer.load_state_dict(state["outer_optimizer"])
+        if (state["scheduler"] is None) != (self.scheduler is None):
+            raise ValueError("MetaLearner state and this learner disagree on having an outer LR scheduler")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+
+    @classmethod
+    def from_state_dict(cls, model: nn.Module, state: dict[str, Any]) -> "MetaLearner":
+        """A learner around ``model`` with the saved config, then :meth:`load_state_dict`."""
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a MetaLearner state (expected format {CHECKPOINT_FORMAT!r})")
+        learner = cls(model, MetaConfig.from_dict(state["config"]))
+        learner.load_state_dict(state)
+        return learner
+
+
+class _BufferDict(dict):
+    """A dict of buffers that remembers whether it holds clones (see ``MetaLearner._buffers``)."""
+
+    is_clone: bool = False
