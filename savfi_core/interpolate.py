@@ -1,0 +1,204 @@
+"""Scene-adaptive frame interpolation of a user's footage (the seed's "testing with custom data").
+
+    python -m savfi_core.interpolate INPUT --model NAME --weights CKPT --out OUTPUT
+        [--size tiny|paper] [--algorithm maml|maml++|metasgd|l2f] [--adapt-steps N]
+        [--inner-lr LR] [--times 2|4|8] [--no-adapt] [--downscale K] [--max-frames N] [--fps F]
+
+INPUT is a folder of frames (natural order) or a video file. For every gap between consecutive
+frames ``F[i], F[i+1]`` that has a 4-frame window ``F[i-1], F[i], F[i+1], F[i+2]``, the network is
+adapted on the window's two support triplets ``(F[i-1], F[i+1] -> F[i])`` and
+``(F[i], F[i+2] -> F[i+1])`` and then predicts the frame between ``F[i]`` and ``F[i+1]``. The
+first and last gaps have no such window and are interpolated without adaptation (logged).
+``--times 4`` (or 8) repeats the doubling on the doubled sequence, so n frames become
+``times * (n - 1) + 1``.
+
+CKPT is ``none`` (random weights), ``default`` (the weights shipped with savfi for that size), a
+network checkpoint in any layout ``create_model`` reads, or a MetaLearner checkpoint
+(``MetaLearner.state_dict()``, at the top level or under a ``'learner'`` key), whose algorithm,
+learned rates, attenuator and per-step BatchNorm are then used.
+
+OUTPUT is a folder (numbered PNGs ``frame_000000.png`` ...) or a video file (suffix .mp4, .mkv,
+.mov, .avi or .webm) encoded with PyAV at the input frame rate times ``--times``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from savfi_core.checkpoint import safe_load
+from savfi_core.data import Sample, four_frame_layout, list_image_files, read_image
+from savfi_core.meta.config import ALGORITHMS, MetaConfig
+from savfi_core.meta.learner import CHECKPOINT_FORMAT, MetaLearner
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
+log = logging.getLogger("savfi.interpolate")
+
+
+def read_input(path: Path, downscale: int = 1, max_frames: int | None = None) -> tuple[torch.Tensor, float | None]:
+    """Frames float32 [T, 3, H, W] in [0, 1] and the frame rate (None for an image folder)."""
+    if path.is_dir():
+        files = list_image_files(path)
+        if not files:
+            raise FileNotFoundError(f"no image files in input folder {path}")
+        files = files[:max_frames] if max_frames else files
+        frames = torch.stack([read_image(file) for file in files])
+        if downscale > 1:
+            frames = F.avg_pool2d(frames, downscale)
+        return frames, None
+    if not path.is_file():
+        raise FileNotFoundError(f"input {path} is neither a folder of frames nor a video file")
+    from savfi_core.data import decode_video
+
+    video = decode_video(path, downscale=downscale)
+    frames = video.frames[:max_frames] if max_frames else video.frames
+    return frames.to(torch.float32) / 255.0, video.fps
+
+
+def build_learner(args: argparse.Namespace) -> MetaLearner:
+    """A MetaLearner from a MetaLearner checkpoint, or around a plain network."""
+    from savfi_core.backbones import create_model
+
+    state = None
+    weights = args.weights
+    if weights not in ("none", "default"):
+        loaded = safe_load(weights)
+        if isinstance(loaded, dict) and isinstance(loaded.get("learner"), dict):
+            loaded = loaded["learner"]
+        if isinstance(loaded, dict) and loaded.get("format") == CHECKPOINT_FORMAT:
+            state = loaded
+    if state is not None:
+        model = create_model(args.model, size=args.size)
+        saved_name = state.get("model_name")
+        if saved_name not in (None, args.model):
+            raise ValueError(f"{weights} is a MetaLearner checkpoint of {saved_name!r}, not {args.model!r}")
+        learner = MetaLearner.from_state_dict(model, state)
+        if args.algorithm is not None and args.algorithm != learner.config.algorithm:
+            raise ValueError(f"{weights} was meta-trained with {learner.config.algorithm!r}; drop --algorithm or pass that one")
+        log.info("MetaLearner checkpoint %s: algorithm %s, %d inner step(s)", weights, learner.config.algorithm, learner.config.inner_steps)
+        return learner
+    model = create_model(args.model, size=args.size, weights=None if weights == "none" else weights)
+    config = MetaConfig(
+        algorithm=args.algorithm or "maml",
+        inner_steps=args.adapt_steps if args.adapt_steps is not None else 1,
+        inner_lr=args.inner_lr,
+        inner_rule=args.inner_rule,
+    )
+    log.info("network weights %s: plain %s adaptation (no learned rates)", weights, config.algorithm)
+    return MetaLearner(model, config)
+
+
+def double_frame_rate(frames: torch.Tensor, learner: MetaLearner, steps: int, adapt: bool, progress: bool = True) -> torch.Tensor:
+    """[T, 3, H, W] -> [2T-1, 3, H, W]: every gap gets its middle frame."""
+    count = frames.shape[0]
+    if count < 2:
+        raise ValueError(f"need at least 2 frames to interpolate, got {count}")
+    output = [frames[0]]
+    unadapted = []
+    for gap in tqdm(range(count - 1), desc="interpolating", unit="frame", disable=not progress):
+        has_window = 1 <= gap and gap + 2 < count
+        if adapt and has_window:
+            window = frames[gap - 1 : gap + 3]
+            sample = Sample(*four_frame_layout(window), name=f"gap{gap}")
+            params = learner.adapt(sample, steps)
+            middle = learner.predict(sample, params)
+        else:
+            pair = torch.full((7, *frames.shape[1:]), float("nan"))
+            pair[2], pair[4] = frames[gap], frames[gap + 1]
+            valid = torch.zeros(7, dtype=torch.bool)
+            valid[[2, 4]] = True
+            middle = learner.predict(Sample(pair, valid, 3, f"gap{gap}"))
+            if adapt:
+                unadapted.append(gap)
+        output += [middle.clamp(0, 1), frames[gap + 1]]
+    if unadapted:
+        log.info(
+            "gaps %s (between frames %s) have no 4-frame window: interpolated without adaptation",
+            unadapted,
+            ", ".join(f"{gap}-{gap + 1}" for gap in unadapted),
+        )
+    return torch.stack(output)
+
+
+def write_output(frames: torch.Tensor, path: Path, fps: float) -> None:
+    """Numbered PNGs into a folder, or an H.264 video (yuv420p, even size) at ``fps``."""
+    pixels = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        import av
+
+        height, width = pixels.shape[1:3]
+        # yuv420p needs even sizes: drop a last odd row/column rather than rescale.
+        pixels = np.ascontiguousarray(pixels[:, : height - height % 2, : width - width % 2])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rate = Fraction(fps).limit_denominator(1001)
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height = pixels.shape[2], pixels.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "18"}
+            for image in pixels:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode())
+        return
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(pixels):
+        Image.fromarray(image).save(path / f"frame_{index:06d}.png")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m savfi_core.interpolate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", type=Path, help="folder of frames or a video file")
+    parser.add_argument("--model", required=True, help="backbone name (savfi_core.backbones.list_models())")
+    parser.add_argument("--weights", required=True, help="'none', 'default', a network checkpoint or a MetaLearner checkpoint")
+    parser.add_argument("--size", default="paper", choices=["paper", "tiny"])
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default=None, help="for a plain network: the inner loop (default maml)")
+    parser.add_argument("--adapt-steps", type=int, default=None, help="inner steps per window (default: the checkpoint's, or 1)")
+    parser.add_argument("--inner-lr", type=float, default=1e-5, help="inner learning rate for a plain network")
+    parser.add_argument("--inner-rule", choices=["sgd", "adam", "adamax"], default="adam", help="inner rule for a plain network")
+    parser.add_argument("--times", type=int, default=2, choices=[2, 4, 8], help="frame-rate factor")
+    parser.add_argument("--no-adapt", action="store_true", help="the plain network, no test-time adaptation")
+    parser.add_argument("--downscale", type=int, default=1, help="integer area downscaling of the input")
+    parser.add_argument("--max-frames", type=int, default=None, help="use only the first N input frames")
+    parser.add_argument("--fps", type=float, default=None, help="input frame rate (default: the video's, or 25 for a folder)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (PNGs) or video file (.mp4 ...)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    torch.set_grad_enabled(False)  # adaptation re-enables gradients where it needs them
+    frames, input_fps = read_input(args.input, args.downscale, args.max_frames)
+    fps = args.fps or input_fps or 25.0
+    learner = build_learner(args)
+    learner.model.eval()
+    steps = args.adapt_steps if args.adapt_steps is not None else learner.config.inner_steps
+    log.info(
+        "%d frames of %dx%d from %s; %s; x%d -> %d frames at %.3f fps",
+        frames.shape[0],
+        frames.shape[3],
+        frames.shape[2],
+        args.input,
+        "no adaptation" if args.no_adapt else f"{steps} adaptation step(s) per window",
+        args.times,
+        args.times * (frames.shape[0] - 1) + 1,
+        fps * args.times,
+    )
+    for _ in range(int(np.log2(args.times))):
+        frames = double_frame_rate(frames, learner, steps, adapt=not args.no_adapt)
+    write_output(frames, args.out, fps * args.times)
+    log.info("wrote %d frames to %s", frames.shape[0], args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
