@@ -1,0 +1,198 @@
+"""RRIN: "Video Frame Interpolation via Residue Refinement" (Li et al., ICASSP 2020).
+
+Four U-Nets, all at full resolution (t = 0.5, the middle frame):
+
+    F01, F10   = Flow_L(cat(I0, I1))                                 [B,4,H,W]: flows 0->1 and 1->0
+    Ft0        = -(1-t) t F01 + t^2 F10                              linear-motion flows from t
+    Ft1        = (1-t)^2 F01 - t (1-t) F10
+    Ft0, Ft1  += refine_flow(cat(Ft0, Ft1, I0, I1))                  flow residue
+    W0, W1     = warp(I0, Ft0), warp(I1, Ft1)
+    M          = sigmoid(Mask(cat(Ft0, Ft1, I0, I1, W0, W1)))        [B,2,H,W]
+    w0, w1     = (1-t) M[:,0], t M[:,1]
+    blend      = (w0 W0 + w1 W1) / (w0 + w1 + 1e-8)
+    pred       = clamp(final(cat(I0, I1, blend)) + blend, 0, 1)      image residue
+
+warp is the authors' ``grid_sample(align_corners=False)`` with the grid 2 (x + u) / W - 1 and zero
+padding. With align_corners=False that grid addresses pixel x + u - 1/2, so the original warp samples
+half a pixel up-left of the flow's target; it is reproduced exactly as
+``backwarp(image, flow - 0.5, padding_mode="zeros")`` (backwarp samples at x + flow, like
+align_corners=True), which keeps the authors' weights valid.
+
+UNet(in, out, depth, wf): ``down_path`` of ``depth`` blocks [conv3x3, LReLU 0.1, conv3x3, LReLU 0.1]
+with 2**(wf+i) channels, 2x2 average pooling between them, ``midconv`` (3x3, LReLU 0.1), then
+``up_path`` of depth-1 blocks [bilinear x2 (align_corners=False), conv3x3 (no activation),
+concatenation with the skip, conv block], and ``last`` (3x3, no activation). Module names follow
+the authors' code so ``rrin_base.pth`` loads one to one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
+from savfi_core.backbones.registry import register_model
+from savfi_core.kernels import backwarp
+
+
+@dataclass(frozen=True)
+class RRINConfig:
+    """Sizes of RRIN.
+
+    base_channels: channels of each U-Net's first level, doubled per level (2**wf = 32 in the
+        paper, wf = 5). The U-Net depths (Mask 4, Flow_L 5, refine_flow 4, final 4) are the topology
+        and stay fixed.
+    time: the interpolated instant t in (0, 1); the paper evaluates t = 0.5.
+    """
+
+    base_channels: int = 32
+    time: float = 0.5
+
+
+PAPER = RRINConfig()
+# Same four U-Nets at 1/8 of the width (0.30M instead of 19.19M parameters): every input is padded
+# to 128x128, so a 64x64 pair costs four full U-Nets at 128x128 (about 0.1 s of one CPU thread for
+# forward+backward; base_channels=8 gives 1.2M parameters at about 0.16 s).
+TINY = RRINConfig(base_channels=4)
+
+
+class UNetConvBlock(nn.Module):
+    """conv3x3 -> LReLU(0.1) -> conv3x3 -> LReLU(0.1); weights at ``block.0`` and ``block.2``."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            nn.LeakyReLU(0.1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x)
+
+
+class Upsample(nn.Module):
+    """Bilinear x2 upsampling, align_corners=False (the weightless ``up.0`` of the original)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class UNetUpBlock(nn.Module):
+    """up = [bilinear x2, conv3x3 in -> out]; concatenate the skip (out channels); conv block 2*out -> out."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.up = nn.Sequential(Upsample(), nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.conv_block = UNetConvBlock(in_channels, out_channels)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        return self.conv_block(torch.cat([self.up(x), skip], dim=1))
+
+
+class UNet(nn.Module):
+    """RRIN's U-Net: [B,in,H,W] -> [B,out,H,W], H and W multiples of 2**(depth-1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int, base_channels: int):
+        super().__init__()
+        widths = [base_channels * 2**level for level in range(depth)]
+        self.down_path = nn.ModuleList(
+            UNetConvBlock(previous, width) for previous, width in zip([in_channels] + widths[:-1], widths)
+        )
+        self.midconv = nn.Conv2d(widths[-1], widths[-1], 3, padding=1)
+        self.up_path = nn.ModuleList(
+            UNetUpBlock(widths[level + 1], widths[level]) for level in reversed(range(depth - 1))
+        )
+        self.last = nn.Conv2d(widths[0], out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips = []
+        for level, down in enumerate(self.down_path):
+            x = down(x)
+            if level < len(self.down_path) - 1:
+                skips.append(x)
+                x = F.avg_pool2d(x, 2)
+        x = F.leaky_relu(self.midconv(x), negative_slope=0.1)
+        for up, skip in zip(self.up_path, reversed(skips)):
+            x = up(x, skip)
+        return self.last(x)
+
+
+def warp_like_rrin(image: Tensor, flow: Tensor) -> Tensor:
+    """The authors' warp: sample ``image`` [B,C,H,W] at (x + u - 1/2, y + v - 1/2), zeros outside.
+
+    flow [B,2,H,W] in pixels (x then y). See the module docstring for where the half pixel comes from.
+    """
+    return backwarp(image, flow - 0.5, padding_mode="zeros")
+
+
+class RRIN(InterpolationModel):
+    """RRIN (Li et al., ICASSP 2020): flow U-Net, flow-residue U-Net, blend-mask U-Net, image-residue U-Net."""
+
+    # The meta-learning version pads by reflection to a multiple of 128 (split evenly); the U-Nets
+    # themselves need a multiple of 16 (Flow_L pools four times).
+    pad_multiple = 128
+    pad_mode = "reflect"
+    checkpoint_name_map: list[tuple[str, str]] = []
+
+    def __init__(self, config: RRINConfig = PAPER):
+        super().__init__()
+        self.config = config
+        width = config.base_channels
+        self.Mask = UNet(16, 2, 4, width)
+        self.Flow_L = UNet(6, 4, 5, width)
+        self.refine_flow = UNet(10, 4, 4, width)
+        self.final = UNet(9, 3, 4, width)
+        self.reset_to_averaging()
+
+    @torch.no_grad()
+    def reset_to_averaging(self) -> None:
+        """Initialise the four heads so that the untrained network outputs (frame0 + frame1) / 2.
+
+        Only the ``last`` convolution of each U-Net is set; the rest keeps PyTorch's default init.
+          Flow_L.last = 0                       -> F01 = F10 = 0, so Ft0 = Ft1 = 0
+          refine_flow.last = 0, bias = +0.5     -> Ft0 = Ft1 = 0.5, which the authors' warp turns into
+                                                   a sample at exactly (x, y): W0 = I0, W1 = I1
+          Mask.last = 0                         -> M = 0.5, w0 = w1 = 0.25, blend = (I0 + I1) / 2
+          final.last = 0                        -> image residue 0, pred = blend
+        (up to the 1e-8 in the blend's denominator, a relative error of 2e-8). Gradients still
+        reach every head: the warps, the mask and the residue all depend on their last layers.
+        """
+        for unet in (self.Flow_L, self.refine_flow, self.Mask, self.final):
+            unet.last.weight.zero_()
+            unet.last.bias.zero_()
+        self.refine_flow.last.bias.fill_(0.5)
+
+    def interpolate(self, frame0: Tensor, frame1: Tensor) -> InterpolationOutput:
+        """Padded frames [B,3,H,W] in [0,1] (H, W multiples of 16) -> clamped middle frame."""
+        t = self.config.time
+        frames = torch.cat([frame0, frame1], dim=1)
+        flows = self.Flow_L(frames)
+        flow01, flow10 = flows[:, 0:2], flows[:, 2:4]
+        flow_t0 = -(1 - t) * t * flow01 + t * t * flow10
+        flow_t1 = (1 - t) * (1 - t) * flow01 - t * (1 - t) * flow10
+        residue = self.refine_flow(torch.cat([flow_t0, flow_t1, frames], dim=1))
+        flow_t0 = flow_t0 + residue[:, 0:2]
+        flow_t1 = flow_t1 + residue[:, 2:4]
+        warped0 = warp_like_rrin(frame0, flow_t0)
+        warped1 = warp_like_rrin(frame1, flow_t1)
+        mask = torch.sigmoid(self.Mask(torch.cat([flow_t0, flow_t1, frames, warped0, warped1], dim=1)))
+        weight0 = (1 - t) * mask[:, 0:1]
+        weight1 = t * mask[:, 1:2]
+        blend = (weight0 * warped0 + weight1 * warped1) / (weight0 + weight1 + 1e-8)
+        prediction = self.final(torch.cat([frame0, frame1, blend], dim=1)) + blend
+        return InterpolationOutput(pred=prediction.clamp(0, 1))
+
+    def loss(self, output: InterpolationOutput, target: Tensor) -> dict[str, Tensor]:
+        """The authors' '1*L1': mean |pred - target|."""
+        l1 = (output.pred - target).abs().mean()
+        return {"l1": l1, "total": l1}
+
+
+@register_model("rrin", {"paper": PAPER, "tiny": TINY})
+def build_rrin(config: RRINConfig) -> RRIN:
+    """RRIN (Li et al., ICASSP 2020): flow and image residue refinement with four U-Nets."""
+    return RRIN(config)
