@@ -44,6 +44,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=64)
     parser.add_argument("--crop-candidates", type=int, default=8)
+    parser.add_argument("--uniform-crop-fraction", type=float, default=0.5, help="share of each batch cropped uniformly")
     parser.add_argument("--optimizer", choices=["adam", "adamax"], default=None, help="default: the original training's")
     parser.add_argument("--lr", type=float, default=None, help="default: the original training's")
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
@@ -95,7 +96,9 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset) -> Path:
         "parameters": count_parameters(model),
         "weights": weights_path.name,
         "training_data": "savfi embedded clips, split='train' (scenes bikes1, bikes3, bikes5, bikes6, bunny; "
-        "256 septuplets, query triplets t-1, t+1 -> t), motion-aware crops, random horizontal flip and input swap",
+        "256 septuplets, query triplets t-1, t+1 -> t), crops (a share uniform, the rest motion-aware), "
+        "random horizontal flip and input swap",
+        "uniform_crop_fraction": arguments.uniform_crop_fraction,
         "test_data": f"savfi embedded clips, split='test' (scenes bikes2, bikes4, carphone; {len(test_dataset)} "
         "non-overlapping septuplets, full frames, query triplet t-1, t+1 -> t)",
         "selection": f"training stopped at the first validation (every {arguments.val_every} steps, on this same "
@@ -118,7 +121,8 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset) -> Path:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "regenerate": f"python scripts/pretrain_tiny.py --model {arguments.model} --steps {int(saved['step'])} "
         f"--batch-size {arguments.batch_size} --crop-size {arguments.crop_size} --lr {saved['config']['lr']} "
-        f"--optimizer {saved['config']['optimizer']} --seed {arguments.seed} --val-every {arguments.val_every}",
+        f"--optimizer {saved['config']['optimizer']} --seed {arguments.seed} --val-every {arguments.val_every} "
+        f"--uniform-crop-fraction {arguments.uniform_crop_fraction} --max-grad-norm {arguments.max_grad_norm}",
     }
     provenance_path = weights_path.with_suffix(".json")
     provenance_path.write_text(json.dumps(provenance, indent=2) + "\n")
@@ -157,6 +161,7 @@ def main(argv=None) -> None:
         checkpoint_every=arguments.checkpoint_every,
         crop_size=arguments.crop_size,
         crop_candidates=arguments.crop_candidates,
+        uniform_crop_fraction=arguments.uniform_crop_fraction,
         max_grad_norm=arguments.max_grad_norm,
         progress=True,
         log=lambda message: print(message, flush=True),

@@ -140,7 +140,7 @@ def test_triplet_batches_take_t_minus_1_and_t_plus_1_and_prefer_moving_crops():
     # Freeze the right half: only the left half moves, so a moving crop lies left.
     frames = dataset.samples[0].frames
     frames[..., 16:] = frames[3:4, :, :, 16:]
-    frame0, frame1, target = sample_triplet_batch(dataset, 4, torch.Generator().manual_seed(0), crop_size=12, crop_candidates=16, augment=False)
+    frame0, frame1, target = sample_triplet_batch(dataset, 4, torch.Generator().manual_seed(0), crop_size=12, crop_candidates=16, augment=False, uniform_crop_fraction=0.0)
     assert frame0.shape == (4, 3, 12, 12)
     # The target is the exact midpoint in time: each crop of frame t equals frame t-1 shifted by one pixel.
     for index in range(4):

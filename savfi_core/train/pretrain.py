@@ -55,6 +55,7 @@ def pretrain(
     checkpoint_every: int | None = None,
     crop_size: int | None = 96,
     crop_candidates: int = 8,
+    uniform_crop_fraction: float = 0.5,
     all_triplets: bool = False,
     augment: bool = True,
     max_grad_norm: float | None = 1.0,
@@ -68,7 +69,8 @@ def pretrain(
     """Train ``model`` on triplets of ``train_dataset``; return the curve (also ``<ckpt>.curve.csv``).
 
     Each step draws ``batch_size`` samples, takes their (t-1, t+1 -> t) triplet (every valid
-    consecutive triplet with ``all_triplets``), a motion-aware ``crop_size`` crop, random flips,
+    consecutive triplet with ``all_triplets``), a ``crop_size`` crop (uniform for a
+    ``uniform_crop_fraction`` of the batch, motion-aware for the rest), random flips,
     and minimizes ``model.loss(model(frame0, frame1), target)['total']``.
 
     optimizer, lr: default to the model's original training (:data:`ORIGINAL_OPTIMIZERS`).
@@ -98,7 +100,7 @@ def pretrain(
 
     def train_step(sampler: torch.Generator) -> tuple[dict[str, float], str | None]:
         frame0, frame1, target = sample_triplet_batch(
-            train_dataset, batch_size, sampler, crop_size, crop_candidates, all_triplets, augment
+            train_dataset, batch_size, sampler, crop_size, crop_candidates, all_triplets, augment, uniform_crop_fraction
         )
         model.train()
         terms = model.loss(model(frame0, frame1), target)
@@ -136,6 +138,7 @@ def pretrain(
         "lr": lr,
         "crop_size": crop_size,
         "crop_candidates": crop_candidates,
+        "uniform_crop_fraction": uniform_crop_fraction,
         "all_triplets": all_triplets,
         "augment": augment,
         "max_grad_norm": max_grad_norm,
