@@ -67,7 +67,8 @@ def evaluate(
     finetune_config = config if config is not None else (learner.config if learner is not None else MetaConfig())
     # Plain MAML inner loop on the given weights: no learned rates, no attenuation, no per-step BN.
     finetuner = MetaLearner(model, finetune_config.replace(algorithm="maml", per_step_batchnorm=False)) if "finetune" in protocols else None
-    plain = finetuner if finetuner is not None else MetaLearner(model, MetaConfig(per_step_batchnorm=False))
+    # Unadapted predictions of a learner go through it (MAML++ per-step BatchNorm copy 0 included).
+    plain = learner if learner is not None else (finetuner or MetaLearner(model, MetaConfig(per_step_batchnorm=False)))
 
     was_training = model.training
     model.eval()

@@ -25,12 +25,16 @@ mutated by the inner loop and no layer is rewritten, so any backbone of the regi
 Per-step BatchNorm (MAML++): every BatchNorm module gets ``K+1`` copies of its weight, bias,
 running mean and running variance; a forward pass with parameters ``theta_j`` (after ``j``
 updates) uses copy ``min(j, K)``. The per-step weights are meta-parameters and are not adapted in
-the inner loop (as in MAML++). Running statistics only change when a BatchNorm runs in train
-mode. For the registry this means: DVF keeps its BatchNorm in eval mode, so its per-step
-statistics stay equal copies of the pretrained ones and only the per-step affine weights differ;
-networks whose BatchNorm runs in train mode (DAIN's depth network when the model is in train
-mode) also get per-step statistics; networks without BatchNorm (SepConv, CAIN, RRIN, Super-SloMo)
-are unaffected.
+the inner loop (as in MAML++), so the model's own BatchNorm weights leave the adapted set. Running
+statistics only change where a BatchNorm runs in train mode. For the registry:
+
+* DVF: its BatchNorm is frozen in eval mode, so the per-step statistics stay equal copies of the
+  pretrained ones; the per-step affine weights are learned (plain MAML adapts DVF's BatchNorm
+  weights instead; MAML++ learns them per step and adapts the convolutions only).
+* DAIN: the depth network's BatchNorms run in train mode when the model does, so each step keeps
+  its own statistics; most of them are not affine (no weights), the stem's affine BatchNorm gets
+  per-step weights. SAVFI adapts only ``rectifyNet``, so none of these is adapted.
+* SepConv, CAIN, RRIN, Super-SloMo: no BatchNorm, nothing changes.
 """
 from __future__ import annotations
 
