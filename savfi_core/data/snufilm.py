@@ -47,10 +47,26 @@ def resolve_listed_path(root: Path, listed: str, list_path: Path, line_number: i
         if candidate.is_file():
             return candidate
     raise DatasetError(
-        f"{list_path}:{line_number} lists {listed!r}, which is not a file under {root} "
-        f"(tried {root / Path(*parts)} and its shorter suffixes); its folder "
-        f"{root / Path(*parts).parent} may be missing"
+        f"{list_path}:{line_number} lists {listed!r}, which is not a file under {root}: "
+        f"{_first_missing_path(root, parts)} does not exist"
     )
+
+
+def _first_missing_path(root: Path, parts: tuple[str, ...]) -> Path:
+    """For an error message: the missing folder or file that breaks the best-matching suffix.
+
+    Among the suffixes of ``parts`` tried under ``root``, take the one whose existing leading
+    folders reach deepest, and return the first path along it that does not exist.
+    """
+    best_depth, best_missing = -1, root.joinpath(*parts)
+    for first in range(len(parts)):
+        suffix = parts[first:]
+        depth = 0
+        while depth < len(suffix) and root.joinpath(*suffix[: depth + 1]).exists():
+            depth += 1
+        if depth > best_depth:
+            best_depth, best_missing = depth, root.joinpath(*suffix[: depth + 1])
+    return best_missing
 
 
 class SnuFilmDataset(SavfiDataset):

@@ -11,14 +11,14 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .augment import normalize_crop_size
 from .base import SavfiDataset, require_file
 from .core import DatasetError, Sample, four_frame_layout, window_starts
 
-__all__ = ["DecodedVideo", "decode_video", "VideoDataset", "WINDOW_LAYOUTS"]
+__all__ = ["DecodedVideo", "decode_video", "block_average_uint8", "frames_to_float", "VideoDataset", "WINDOW_LAYOUTS"]
 
 #: ``septuplet``: 7 consecutive frames, all valid, target 3 (the middle one, with ground truth).
 #: ``four``: 4 consecutive frames at positions 0, 2, 4, 6, no ground truth (user footage).
@@ -40,7 +40,7 @@ def decode_video(path: str | Path, downscale: int = 1) -> DecodedVideo:
 
     Downscaling averages each ``downscale x downscale`` block (area filtering, which does not
     alias), after dropping the last ``H mod downscale`` rows and ``W mod downscale`` columns,
-    and rounds back to 8 bits. The result is cached in memory; callers must not modify it.
+    and rounds back to 8 bits (half up; see :func:`block_average_uint8`). The result is cached in memory; callers must not modify it.
     Raises :class:`DatasetError` naming the file when it is missing, undecodable or empty.
     """
     path = require_file(Path(path), "video file").resolve()
@@ -64,17 +64,33 @@ def _decode_video_cached(path: str, size: int, modified_ns: int, downscale: int)
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else float("nan")
             for frame in container.decode(stream):
-                pixels = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                pixels = frame.to_ndarray(format="rgb24")
                 if downscale > 1:
                     # Pool each frame as it arrives: a full-resolution copy of a clip would not fit.
-                    pooled = F.avg_pool2d(pixels[None].float(), downscale)[0]
-                    pixels = pooled.round_().clamp_(0, 255).to(torch.uint8)
-                frames.append(pixels.contiguous())
+                    pixels = block_average_uint8(pixels, downscale)
+                frames.append(torch.from_numpy(pixels.transpose(2, 0, 1).copy()))
     except av.error.FFmpegError as error:
         raise DatasetError(f"cannot decode video {path}: {error}") from error
     if not frames:
         raise DatasetError(f"video {path} holds no decodable frames")
     return DecodedVideo(frames=torch.stack(frames), fps=fps, path=path, downscale=downscale)
+
+
+def block_average_uint8(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each ``factor x factor`` block of a uint8 [H, W, C] image, rounded half up.
+
+    out[i, j, c] = floor((sum of the block + factor^2 / 2) / factor^2), in exact integer
+    arithmetic; the last H mod factor rows and W mod factor columns are dropped. NumPy rather
+    than torch on purpose: these small single-frame reductions run single-threaded, which
+    keeps decoding fast on a busy machine where torch's thread pool would contend.
+    Returns uint8 [H // factor, W // factor, C].
+    """
+    height, width, channels = pixels.shape
+    out_height, out_width = height // factor, width // factor
+    blocks = pixels[: out_height * factor, : out_width * factor]
+    sums = blocks.reshape(out_height, factor, out_width, factor, channels).sum(axis=(1, 3), dtype=np.uint32)
+    area = factor * factor
+    return ((sums + area // 2) // area).astype(np.uint8)
 
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
