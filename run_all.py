@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Run a whole study grid: every notebook job of ``params/<grid>.yaml`` into ``results/<grid>/``.
+
+    python run_all.py                                   # params/quick.yaml, one job at a time
+    python run_all.py --grid params/paper.yaml --dry-run
+    python run_all.py --jobs 2 --only sepconv           # sepconv's jobs (and what they need)
+    python run_all.py --executor dask --scheduler tcp://host:8786
+
+Finished jobs whose parameters and inputs are unchanged are skipped (``--force`` reruns them),
+so running the same command again after an interruption continues where it stopped. A failing
+job is recorded in its folder (``job.json``, ``log.txt``, the executed ``notebook.ipynb``), the
+jobs that depend on it are skipped, the rest go on, and the exit code is 1.
+See ``savfi_core/grid.py`` for the grid format and ``results/README.md`` for clusters.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import sys
+import time
+from pathlib import Path
+
+from savfi_core.grid import GridError, expand_grid, load_grid, plan, run_jobs, select_jobs
+
+DEFAULT_GRID = Path(__file__).resolve().parent / "params" / "quick.yaml"
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", default=str(DEFAULT_GRID), help="grid YAML file (default: params/quick.yaml)")
+    parser.add_argument("--results", default="results", help="results root; jobs go to RESULTS/<grid name>/<job id>/")
+    parser.add_argument("--jobs", type=int, default=1, help="jobs run at once on this machine (local executor)")
+    parser.add_argument("--executor", choices=("local", "dask"), default="local")
+    parser.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); without it a LocalCluster of --jobs workers")
+    parser.add_argument("--threads", type=int, help="CPU threads per job (default: cores / --jobs, 1 on Dask)")
+    parser.add_argument("--only", action="append", metavar="PATTERN",
+                        help="run only jobs whose id matches (fnmatch, or substring without wildcards), plus their dependencies; repeatable")
+    parser.add_argument("--force", action="store_true", help="rerun selected jobs even if finished and unchanged")
+    parser.add_argument("--dry-run", action="store_true", help="validate the grid and list its jobs; run nothing")
+    parser.add_argument("--kernel", help="Jupyter kernel name for papermill (default: the notebook's own)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    try:
+        grid = load_grid(arguments.grid)
+        jobs = select_jobs(expand_grid(grid), arguments.only)
+    except GridError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    grid_dir = Path(arguments.results) / grid["name"]
+
+    if arguments.dry_run:
+        statuses = plan(jobs, grid_dir)
+        width = max(len(job.job_id) for job in jobs)
+        print(f"grid {grid['name']!r} from {arguments.grid}: {len(jobs)} jobs -> {grid_dir}/")
+        for job in jobs:
+            after = ", ".join(job.depends_on) if job.depends_on else "-"
+            print(f"  {job.job_id:<{width}}  {statuses[job.job_id]:<8}  {job.notebook.name:<20} after: {after}")
+        return 0
+
+    from tqdm.auto import tqdm
+
+    cores = os.cpu_count() or 1
+    client = cluster = None
+    if arguments.executor == "dask":
+        from distributed import Client, LocalCluster
+
+        if arguments.scheduler:
+            client = Client(arguments.scheduler)
+        else:
+            # Processes, one thread each: every job is itself a subprocess doing the work.
+            cluster = LocalCluster(n_workers=arguments.jobs, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
+        executor = client.get_executor(pure=False)
+        threads = arguments.threads or 1
+        print(f"dask: {client}", file=sys.stderr)
+    else:
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=arguments.jobs)
+        threads = arguments.threads or max(1, cores // arguments.jobs)
+
+    bar = tqdm(total=len(jobs), desc=f"grid {grid['name']}", unit="job")
+
+    def progress(job_id: str, status: str) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{job_id}: {status}")
+        if status in ("failed", "skipped"):
+            bar.write(f"{status}: {job_id} (see {grid_dir / job_id}/)")
+
+    start = time.perf_counter()
+    try:
+        summary = run_jobs(jobs, grid_dir, executor=executor, force=arguments.force, threads=threads,
+                           working_directory=Path.cwd(), kernel_name=arguments.kernel, progress=progress)
+    finally:
+        bar.close()
+        executor.shutdown(wait=True)
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    elapsed = time.perf_counter() - start
+
+    counts = {status: list(summary.statuses.values()).count(status) for status in ("done", "cached", "failed", "skipped")}
+    print(f"grid {grid['name']}: {counts['done']} ran, {counts['cached']} unchanged (skipped), "
+          f"{counts['failed']} failed, {counts['skipped']} not run because of failures; {elapsed:.0f} s -> {grid_dir}/")
+    for job_id in summary.failed:
+        print(f"  FAILED  {job_id}: {summary.errors[job_id]}\n          notebook and log: {grid_dir / job_id}/")
+    for job_id in summary.skipped:
+        print(f"  SKIPPED {job_id}: {summary.errors[job_id]}")
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

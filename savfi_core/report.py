@@ -1,0 +1,432 @@
+"""The study's tables and figures, from the tidy per-sample metrics of every evaluation job.
+
+Input: ``metrics.csv`` files with one row per (backbone, size, protocol, algorithm, dataset,
+sequence, seed) and columns psnr, ssim, adapt_seconds (written by ``notebooks/evaluate.ipynb``);
+optionally ``steps.csv`` (the same for several test-time inner-step counts, column
+``inner_steps``) and ``crops.csv`` (an index of saved PNG crops for qualitative strips).
+
+Statistics come from :mod:`savfi_core.metrics` (``summarize`` and ``paired_difference``). A
+*method* is a protocol, or the algorithm for the meta-trained protocol. For each (backbone, size,
+dataset, method) the rows of one sequence (its seeds) are averaged first, so a sequence counts
+once; the table gives the mean over the n sequences and its 95% percentile-bootstrap interval.
+The paired gain of a method over the baseline uses d_i = x_i(method) - x_i(baseline) on the same
+sequences, with the same interval on the mean of d.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from savfi_core.metrics import paired_difference, summarize
+
+METRIC_COLUMNS = ("psnr", "ssim", "adapt_seconds")
+KEY_COLUMNS = ("backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed")
+GROUP_COLUMNS = ("backbone", "size", "dataset")
+# Column order of the tables: protocols, then the meta-learning algorithms.
+METHOD_ORDER = ("baseline", "retrained", "finetune", "maml", "maml++", "l2f", "metasgd")
+METHOD_LABELS = {
+    "baseline": "Baseline", "retrained": "Re-trained", "finetune": "Fine-tune",
+    "maml": "MAML", "maml++": "MAML++", "l2f": "L2F", "metasgd": "Meta-SGD",
+}
+
+
+class ReportError(ValueError):
+    """Metrics missing or malformed; the message names the file."""
+
+
+def method_name(protocol: str, algorithm: object) -> str:
+    """'meta' rows are named by their algorithm, every other protocol by itself."""
+    if protocol == "meta":
+        if not isinstance(algorithm, str) or not algorithm:
+            raise ReportError(f"a 'meta' row needs its algorithm, got {algorithm!r}")
+        return algorithm
+    return protocol
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def _method_sort_key(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def load_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate metrics CSV files (or folders holding ``metrics.csv``) and check the columns.
+
+    Adds the column ``method`` (see ``method_name``).
+    """
+    frames = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "metrics.csv"
+        if not path.is_file():
+            raise ReportError(f"metrics file not found: {path}")
+        frame = pd.read_csv(path, keep_default_na=True)
+        missing = [c for c in (*KEY_COLUMNS, *METRIC_COLUMNS) if c not in frame.columns]
+        if missing:
+            raise ReportError(f"{path}: missing columns {missing}")
+        frames.append(frame)
+    if not frames:
+        raise ReportError("no metrics files given")
+    metrics = pd.concat(frames, ignore_index=True)
+    metrics["algorithm"] = metrics["algorithm"].fillna("")
+    metrics["method"] = [method_name(p, a) for p, a in zip(metrics["protocol"], metrics["algorithm"])]
+    return metrics
+
+
+def per_sequence(metrics: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Seeds averaged: one value per (backbone, size, dataset, method, sequence)."""
+    keys = [*GROUP_COLUMNS, "method", "sequence"]
+    return metrics.groupby(keys, dropna=False, sort=False)[column].mean().reset_index()
+
+
+def summarize_methods(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% bootstrap CI of PSNR and SSIM per (backbone, size, dataset, method).
+
+    Columns: backbone, size, dataset, method, n_sequences, n_seeds, psnr, psnr_low, psnr_high,
+    ssim, ssim_low, ssim_high, adapt_seconds.
+    """
+    by = [*GROUP_COLUMNS, "method"]
+    parts = []
+    for column in ("psnr", "ssim"):
+        summary = summarize(metrics, by=by, value=column, sequence="sequence")
+        parts.append(summary[["mean", "ci_low", "ci_high", "n"]].rename(columns={
+            "mean": column, "ci_low": f"{column}_low", "ci_high": f"{column}_high", "n": "n_sequences"}))
+    table = parts[0].join(parts[1].drop(columns="n_sequences"))
+    extra = metrics.groupby(by).agg(n_seeds=("seed", "nunique"), adapt_seconds=("adapt_seconds", "mean"))
+    table = table.join(extra).reset_index()
+    table["n_seeds"] = table["n_seeds"].clip(lower=1)
+    return table.sort_values(by, key=_sort_series).reset_index(drop=True)
+
+
+def _sort_series(series: pd.Series) -> pd.Series:
+    if series.name == "method":
+        return series.map(_method_sort_key)
+    return series.astype(str)
+
+
+def paired_gains(metrics: pd.DataFrame, baseline: str = "baseline", column: str = "psnr") -> pd.DataFrame:
+    """Paired gain of every method over ``baseline`` on the same sequences (see module doc).
+
+    Columns: backbone, size, dataset, method, gain, gain_low, gain_high, n_sequences, wins
+    (sequences where the method beats the baseline, seeds averaged).
+    """
+    columns = [*GROUP_COLUMNS, "method", "gain", "gain_low", "gain_high", "n_sequences", "wins"]
+    rows = []
+    for keys, group in metrics.groupby(list(GROUP_COLUMNS), sort=False):
+        if baseline not in set(group["method"]):
+            continue
+        sequences = per_sequence(group, column).pivot(index="sequence", columns="method", values=column)
+        for method in sorted(set(group["method"]) - {baseline}, key=_method_sort_key):
+            difference = paired_difference(group, method, baseline, value=column, method="method", sequence="sequence")
+            row = difference.iloc[0]
+            wins = int(((sequences[method] - sequences[baseline]).dropna() > 0).sum())
+            rows.append({**dict(zip(GROUP_COLUMNS, keys)), "method": method, "gain": row["mean"], "gain_low": row["ci_low"],
+                         "gain_high": row["ci_high"], "n_sequences": int(row["n"]), "wins": wins})
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame(rows, columns=columns).sort_values([*GROUP_COLUMNS, "method"], key=_sort_series).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------
+
+
+def _interval(mean: float, low: float, high: float, digits: int, sign: bool = False) -> str:
+    """'30.12 [29.80, 30.41]'; the interval is 'n/a' with fewer than two sequences."""
+    number = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{number} [n/a]"
+    if sign:
+        return f"{number} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    return f"{number} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _row_label(keys: dict, several_datasets: bool, several_sizes: bool) -> str:
+    label = str(keys["backbone"])
+    if several_sizes:
+        label += f" ({keys['size']})"
+    if several_datasets:
+        label += f" / {keys['dataset']}"
+    return label
+
+
+def format_psnr_table(summary: pd.DataFrame, style: str = "md") -> str:
+    """Rows backbones (x dataset), columns methods; "PSNR [CI] / SSIM [CI]", best PSNR per row bold."""
+    methods = sorted(summary["method"].unique(), key=_method_sort_key)
+    several_datasets = summary["dataset"].nunique() > 1
+    several_sizes = summary["size"].nunique() > 1
+    header = ["Backbone"] + [method_label(m) for m in methods]
+    lines = []
+    for keys, group in summary.groupby(list(GROUP_COLUMNS), sort=True):
+        keys = dict(zip(GROUP_COLUMNS, keys))
+        by_method = group.set_index("method")
+        best = by_method["psnr"].idxmax()
+        cells = [_row_label(keys, several_datasets, several_sizes)]
+        for method in methods:
+            if method not in by_method.index:
+                cells.append("–" if style == "md" else "--")
+                continue
+            row = by_method.loc[method]
+            text = (_interval(row["psnr"], row["psnr_low"], row["psnr_high"], 2) + " / "
+                    + _interval(row["ssim"], row["ssim_low"], row["ssim_high"], 3))
+            if method == best:
+                text = f"**{text}**" if style == "md" else f"\\textbf{{{text}}}"
+            cells.append(text)
+        lines.append(cells)
+    return _render(header, lines, style, "Mean PSNR (dB) / SSIM [95\\% bootstrap CI over sequences, seeds averaged]; best PSNR per row in bold.")
+
+
+def format_gain_table(gains: pd.DataFrame, style: str = "md") -> str:
+    """Rows backbones (x dataset), columns methods; paired PSNR gain over the baseline [CI] (wins/n)."""
+    methods = sorted(gains["method"].unique(), key=_method_sort_key)
+    several_datasets = gains["dataset"].nunique() > 1
+    several_sizes = gains["size"].nunique() > 1
+    header = ["Backbone"] + [method_label(m) for m in methods]
+    lines = []
+    for keys, group in gains.groupby(list(GROUP_COLUMNS), sort=True):
+        keys = dict(zip(GROUP_COLUMNS, keys))
+        by_method = group.set_index("method")
+        best = by_method["gain"].idxmax()
+        cells = [_row_label(keys, several_datasets, several_sizes)]
+        for method in methods:
+            if method not in by_method.index:
+                cells.append("–" if style == "md" else "--")
+                continue
+            row = by_method.loc[method]
+            text = _interval(row["gain"], row["gain_low"], row["gain_high"], 2, sign=True) + f" ({int(row['wins'])}/{int(row['n_sequences'])})"
+            if method == best:
+                text = f"**{text}**" if style == "md" else f"\\textbf{{{text}}}"
+            cells.append(text)
+        lines.append(cells)
+    return _render(header, lines, style, "Paired PSNR gain (dB) over the baseline [95\\% bootstrap CI over sequences]; (sequences improved / n).")
+
+
+def _render(header: list[str], lines: list[list[str]], style: str, caption: str) -> str:
+    if style == "md":
+        out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":-:"] * (len(header) - 1)) + "|"]
+        out += ["| " + " | ".join(cells) + " |" for cells in lines]
+        return "\n".join(out) + "\n\n" + caption.replace("\\%", "%") + "\n"
+    if style == "tex":
+        escape = lambda text: text.replace("_", "\\_").replace("&", "\\&")  # noqa: E731
+        out = ["\\begin{table}[t]", "\\centering", "\\small", "\\begin{tabular}{l" + "c" * (len(header) - 1) + "}", "\\toprule",
+               " & ".join(escape(h) for h in header) + " \\\\", "\\midrule"]
+        out += [" & ".join([escape(cells[0])] + cells[1:]) + " \\\\" for cells in lines]
+        out += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{caption}}}", "\\end{table}"]
+        return "\n".join(out) + "\n"
+    raise ValueError(f"style must be 'md' or 'tex', got {style!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_gains(gains: pd.DataFrame):
+    """Bar chart: paired PSNR gain over the baseline per backbone and method, with 95% CI bars."""
+    plt = _pyplot()
+    datasets = sorted(gains["dataset"].unique())
+    methods = sorted(gains["method"].unique(), key=_method_sort_key)
+    figure, axes = plt.subplots(1, len(datasets), figsize=(max(5, 1.2 * gains["backbone"].nunique() * len(methods) / 2), 3.6),
+                                squeeze=False)
+    for axis, dataset in zip(axes[0], datasets):
+        subset = gains[gains["dataset"] == dataset]
+        backbones = sorted(subset["backbone"].unique())
+        width = 0.8 / max(1, len(methods))
+        for index, method in enumerate(methods):
+            rows = subset[subset["method"] == method].set_index("backbone").reindex(backbones)
+            positions = np.arange(len(backbones)) + (index - (len(methods) - 1) / 2) * width
+            errors = np.vstack([(rows["gain"] - rows["gain_low"]).fillna(0), (rows["gain_high"] - rows["gain"]).fillna(0)])
+            axis.bar(positions, rows["gain"], width, yerr=errors, capsize=2, label=method_label(method))
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(np.arange(len(backbones)), backbones)
+        axis.set_ylabel("PSNR gain over baseline (dB)")
+        axis.set_title(dataset)
+    axes[0][-1].legend(fontsize="small", loc="best")
+    figure.tight_layout()
+    return figure
+
+
+def plot_psnr_vs_steps(steps_metrics: pd.DataFrame, baseline: pd.DataFrame | None = None):
+    """Mean PSNR (95% CI band) against the number of test-time inner steps, one panel per backbone.
+
+    steps_metrics: tidy rows with an ``inner_steps`` column (and ``method``); baseline: optional
+    rows of the baseline, drawn as a dashed line.
+    """
+    plt = _pyplot()
+    backbones = sorted(steps_metrics["backbone"].unique())
+    figure, axes = plt.subplots(1, len(backbones), figsize=(3.2 * len(backbones), 3.0), squeeze=False, sharey=False)
+    for axis, backbone in zip(axes[0], backbones):
+        subset = steps_metrics[steps_metrics["backbone"] == backbone]
+        # one unit per (dataset, sequence): seeds averaged, as in the tables
+        units = subset.assign(unit=subset["dataset"].astype(str) + "/" + subset["sequence"].astype(str))
+        curves = summarize(units, by=["method", "inner_steps"], value="psnr", sequence="unit").reset_index()
+        for method in sorted(curves["method"].unique(), key=_method_sort_key):
+            curve = curves[curves["method"] == method].sort_values("inner_steps")
+            axis.plot(curve["inner_steps"], curve["mean"], marker="o", label=method_label(method))
+            axis.fill_between(curve["inner_steps"], curve["ci_low"], curve["ci_high"], alpha=0.2)
+        if baseline is not None and (baseline["backbone"] == backbone).any():
+            level = baseline[baseline["backbone"] == backbone].groupby(["dataset", "sequence"])["psnr"].mean().mean()
+            axis.axhline(level, color="gray", linestyle="--", label="Baseline")
+        axis.set_title(backbone)
+        axis.set_xlabel("inner steps at test time")
+        axis.set_ylabel("PSNR (dB)")
+    axes[0][-1].legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An 8-bit PNG as float [H,W,3] in [0,1]."""
+    import matplotlib.image
+
+    image = matplotlib.image.imread(str(path))
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    return image[..., :3]
+
+
+def plot_qualitative_strip(panels: dict[str, np.ndarray], ground_truth_key: str = "GT", title: str = ""):
+    """One row of images (inputs, GT, predictions) and below each prediction its |error| map.
+
+    panels: name -> float image [H,W,3] in [0,1]; the error maps are mean over channels of
+    |prediction - GT|, shown on a shared scale [0, 0.25] so that the methods compare directly.
+    """
+    plt = _pyplot()
+    names = list(panels)
+    if ground_truth_key not in panels:
+        raise ValueError(f"panels need the ground truth under {ground_truth_key!r}, got {names}")
+    truth = panels[ground_truth_key]
+    predictions = [n for n in names if n != ground_truth_key and not n.lower().startswith("input")]
+    figure, axes = plt.subplots(2, len(names), figsize=(2.2 * len(names), 4.6), squeeze=False)
+    for column, name in enumerate(names):
+        axes[0][column].imshow(np.clip(panels[name], 0, 1))
+        axes[0][column].set_title(name, fontsize="small")
+        if name in predictions:
+            error = np.abs(panels[name] - truth).mean(axis=-1)
+            axes[1][column].imshow(error, cmap="inferno", vmin=0, vmax=0.25)
+            psnr = -10 * math.log10(max(float(np.mean((panels[name] - truth) ** 2)), 1e-10))
+            axes[1][column].set_title(f"|error|, {psnr:.2f} dB", fontsize="small")
+    for axis in axes.flat:
+        axis.axis("off")
+    if title:
+        figure.suptitle(title, fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def load_crop_index(evaluation_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate the ``crops.csv`` indexes (backbone, dataset, sequence, seed, panel, path)
+    of the evaluation folders; paths made absolute. Folders without crops contribute nothing."""
+    frames = []
+    for folder in evaluation_dirs:
+        index = Path(folder) / "crops.csv"
+        if index.is_file():
+            frame = pd.read_csv(index)
+            frame["path"] = [str(Path(folder) / p) for p in frame["path"]]
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["backbone", "dataset", "sequence", "seed", "panel", "path"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def qualitative_choices(metrics: pd.DataFrame, baseline: str = "baseline", count: int = 3) -> pd.DataFrame:
+    """The (backbone, dataset, sequence, best adapted method) with the largest PSNR gains over the
+    baseline: one per backbone first, then the next largest, ``count`` in all."""
+    sequences = per_sequence(metrics, "psnr")
+    adapted = sequences[~sequences["method"].isin([baseline, "retrained"])]
+    base = sequences[sequences["method"] == baseline][[*GROUP_COLUMNS, "sequence", "psnr"]].rename(columns={"psnr": "baseline_psnr"})
+    joined = adapted.merge(base, on=[*GROUP_COLUMNS, "sequence"])
+    if joined.empty:
+        return joined
+    joined["gain"] = joined["psnr"] - joined["baseline_psnr"]
+    best = joined.sort_values("gain", ascending=False).drop_duplicates([*GROUP_COLUMNS, "sequence"])
+    first = best.drop_duplicates("backbone")
+    rest = best.drop(first.index)
+    return pd.concat([first, rest]).head(count).reset_index(drop=True)
+
+
+def write_report(
+    metrics: pd.DataFrame,
+    output_dir: str | os.PathLike,
+    *,
+    baseline: str = "baseline",
+    steps_metrics: pd.DataFrame | None = None,
+    crops: pd.DataFrame | None = None,
+    qualitative: int = 3,
+) -> dict[str, Path]:
+    """Write metrics.csv, table_psnr.md/.tex (both tables) and figures/ into ``output_dir``.
+
+    Returns name -> path of everything written.
+    """
+    output_dir = Path(output_dir)
+    figures = output_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    written: dict[str, Path] = {}
+
+    tidy = metrics[[*KEY_COLUMNS, *METRIC_COLUMNS]].sort_values(list(KEY_COLUMNS), key=lambda s: s.astype(str))
+    written["metrics"] = output_dir / "metrics.csv"
+    tidy.to_csv(written["metrics"], index=False)
+
+    summary = summarize_methods(metrics)
+    gains = paired_gains(metrics, baseline=baseline)
+    summary.to_csv(output_dir / "summary.csv", index=False)
+    gains.to_csv(output_dir / "gains.csv", index=False)
+    for style in ("md", "tex"):
+        text = "## PSNR / SSIM\n\n" if style == "md" else "% PSNR / SSIM\n"
+        text += format_psnr_table(summary, style)
+        if not gains.empty:
+            text += ("\n## Paired gain over the baseline\n\n" if style == "md" else "\n% Paired gain over the baseline\n")
+            text += format_gain_table(gains, style)
+        written[f"table_{style}"] = output_dir / f"table_psnr.{style}"
+        written[f"table_{style}"].write_text(text)
+
+    if not gains.empty:
+        figure = plot_gains(gains)
+        written["gains_figure"] = figures / "gains.png"
+        figure.savefig(written["gains_figure"], dpi=120)
+        plt.close(figure)
+    if steps_metrics is not None and not steps_metrics.empty:
+        figure = plot_psnr_vs_steps(steps_metrics, metrics[metrics["method"] == baseline])
+        written["steps_figure"] = figures / "psnr_vs_steps.png"
+        figure.savefig(written["steps_figure"], dpi=120)
+        plt.close(figure)
+    if crops is not None and not crops.empty and qualitative > 0:
+        for number, choice in qualitative_choices(metrics, baseline, qualitative).iterrows():
+            rows = crops[(crops["backbone"] == choice["backbone"]) & (crops["dataset"] == choice["dataset"])
+                         & (crops["sequence"].astype(str) == str(choice["sequence"]))]
+            panel_paths = {}
+            for panel in ("input0", "input1", "gt", baseline, choice["method"]):
+                found = rows[rows["panel"] == panel]
+                if not found.empty:
+                    panel_paths[panel] = found.sort_values("seed", key=lambda s: s.astype(str))["path"].iloc[0]
+            if "gt" not in panel_paths:
+                continue
+            names = {"input0": "input t-1", "input1": "input t+1", "gt": "GT"}
+            panels = {names.get(panel, method_label(panel)): read_image(path) for panel, path in panel_paths.items()}
+            title = f"{choice['backbone']} / {choice['dataset']} / {choice['sequence']}: {method_label(choice['method'])} {choice['gain']:+.2f} dB"
+            figure = plot_qualitative_strip(panels, "GT", title)
+            key = f"strip_{number}"
+            written[key] = figures / f"qualitative_{number}_{choice['backbone']}.png"
+            figure.savefig(written[key], dpi=120)
+            plt.close(figure)
+    return written

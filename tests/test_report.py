@@ -1,0 +1,126 @@
+"""Tables and figures of the study from synthetic metrics with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from savfi_core.report import (
+    ReportError,
+    format_psnr_table,
+    load_metrics,
+    paired_gains,
+    summarize_methods,
+    write_report,
+)
+
+# True offsets over the baseline (dB): maml is best for sepconv, finetune for dvf.
+OFFSETS = {
+    "sepconv": {"baseline": 0.0, "retrained": 0.1, "finetune": 0.3, "maml": 1.0, "metasgd": 0.5},
+    "dvf": {"baseline": 0.0, "retrained": -0.2, "finetune": 0.8, "maml": 0.2, "metasgd": 0.4},
+}
+SEQUENCES = [f"clip{i}" for i in range(6)]
+
+
+def synthetic_metrics(steps_sweep: bool = False) -> pd.DataFrame:
+    generator = np.random.default_rng(0)
+    rows = []
+    for backbone, offsets in OFFSETS.items():
+        base = {sequence: 28 + 4 * generator.random() for sequence in SEQUENCES}
+        for method, offset in offsets.items():
+            protocol = "meta" if method in ("maml", "metasgd") else method
+            seeds = [0, 1] if protocol in ("meta", "retrained") else [np.nan]
+            for seed in seeds:
+                for sequence in SEQUENCES:
+                    noise = 0.01 * generator.standard_normal()
+                    row = dict(backbone=backbone, size="tiny", protocol=protocol, algorithm=method if protocol == "meta" else "",
+                               dataset="clips", sequence=sequence, seed=seed, psnr=base[sequence] + offset + noise,
+                               ssim=0.9 + offset / 100, adapt_seconds=0.5 if protocol in ("meta", "finetune") else 0.0)
+                    if steps_sweep and protocol in ("meta", "finetune"):
+                        for steps in (1, 2, 4):
+                            rows.append({**row, "inner_steps": steps, "psnr": row["psnr"] + 0.1 * steps})
+                    elif not steps_sweep:
+                        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def metrics(tmp_path):
+    path = tmp_path / "metrics.csv"
+    synthetic_metrics().to_csv(path, index=False)
+    return load_metrics([path])
+
+
+def test_summary_averages_seeds_per_sequence_and_finds_the_means(metrics):
+    summary = summarize_methods(metrics).set_index(["backbone", "method"])
+    assert summary.loc[("sepconv", "maml"), "n_sequences"] == len(SEQUENCES)
+    assert summary.loc[("sepconv", "maml"), "n_seeds"] == 2
+    baseline = summary.loc[("sepconv", "baseline"), "psnr"]
+    assert summary.loc[("sepconv", "maml"), "psnr"] - baseline == pytest.approx(1.0, abs=0.02)
+    assert summary.loc[("sepconv", "maml"), "psnr_low"] < summary.loc[("sepconv", "maml"), "psnr"] < summary.loc[("sepconv", "maml"), "psnr_high"]
+
+
+def test_paired_gains_remove_the_per_sequence_spread(metrics):
+    gains = paired_gains(metrics).set_index(["backbone", "method"])
+    for backbone, offsets in OFFSETS.items():
+        for method, offset in offsets.items():
+            if method == "baseline":
+                continue
+            row = gains.loc[(backbone, method)]
+            assert row["gain"] == pytest.approx(offset, abs=0.02)
+            # sequences differ by several dB, but the paired interval is as narrow as the noise
+            assert row["gain_high"] - row["gain_low"] < 0.05
+            assert row["wins"] == (len(SEQUENCES) if offset > 0 else 0)
+
+
+def test_tables_bold_the_best_method_per_row(metrics, tmp_path):
+    markdown = format_psnr_table(summarize_methods(metrics), "md")
+    lines = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
+    header = [cell.strip() for cell in lines["Backbone"].split("|")[1:-1]]
+    assert header == ["Backbone", "Baseline", "Re-trained", "Fine-tune", "MAML", "Meta-SGD"]
+    sepconv = [cell.strip() for cell in lines["sepconv"].split("|")[1:-1]]
+    dvf = [cell.strip() for cell in lines["dvf"].split("|")[1:-1]]
+    assert [i for i, cell in enumerate(sepconv) if cell.startswith("**")] == [header.index("MAML")]
+    assert [i for i, cell in enumerate(dvf) if cell.startswith("**")] == [header.index("Fine-tune")]
+
+    written = write_report(metrics, tmp_path / "out")
+    tex = written["table_tex"].read_text()
+    assert "\\begin{tabular}" in tex and "\\textbf{" in tex and tex.count("\\begin{table}") == 2
+    text = written["table_md"].read_text()
+    assert "Paired gain over the baseline" in text and "+1.00" in text
+    tidy = pd.read_csv(written["metrics"])
+    assert list(tidy.columns) == ["backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed", "psnr", "ssim", "adapt_seconds"]
+    assert len(tidy) == len(metrics)
+    assert written["gains_figure"].stat().st_size > 5000
+
+
+def test_steps_figure_and_qualitative_strips_from_crops(metrics, tmp_path):
+    steps = synthetic_metrics(steps_sweep=True)
+    steps["method"] = [a if p == "meta" else p for p, a in zip(steps["protocol"], steps["algorithm"])]
+    crops_dir = tmp_path / "crops"
+    crops_dir.mkdir()
+    generator = np.random.default_rng(1)
+    rows = []
+    truth = generator.random((32, 48, 3))
+    for backbone in OFFSETS:
+        for sequence in SEQUENCES:
+            for panel, image in {"input0": truth, "input1": truth, "gt": truth, "baseline": truth * 0.8,
+                                 "finetune": truth * 0.9, "maml": truth * 0.95, "metasgd": truth * 0.9}.items():
+                path = crops_dir / f"{backbone}_{sequence}_{panel}.png"
+                Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(path)
+                rows.append(dict(backbone=backbone, dataset="clips", sequence=sequence, seed=0, panel=panel, path=str(path)))
+    written = write_report(metrics, tmp_path / "out", steps_metrics=steps, crops=pd.DataFrame(rows), qualitative=3)
+    assert written["steps_figure"].is_file()
+    strips = sorted(key for key in written if key.startswith("strip_"))
+    assert len(strips) == 3
+    assert {written[key].name.split("_")[2].removesuffix(".png") for key in strips} >= {"sepconv", "dvf"}  # one per backbone first
+
+
+def test_missing_columns_name_the_file(tmp_path):
+    path = tmp_path / "bad.csv"
+    synthetic_metrics().drop(columns=["ssim"]).to_csv(path, index=False)
+    with pytest.raises(ReportError, match=r"bad\.csv.*ssim"):
+        load_metrics([path])
+    with pytest.raises(ReportError, match="not found"):
+        load_metrics([tmp_path / "absent"])
