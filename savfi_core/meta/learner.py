@@ -365,7 +365,8 @@ class MetaLearner:
 
         Returns detached tensors under the model's names: every adapted parameter and, with
         per-step BatchNorm, the BatchNorm weights and statistics of the step reached. The model's
-        own parameters and buffers are not modified. Works in any grad mode.
+        own parameters and buffers are not modified. Works in any grad mode. ``steps`` beyond
+        the trained ``inner_steps`` reuse the last learned LSLR rate and BatchNorm copy.
         """
         config = self.config
         steps = config.inner_steps if steps is None else steps
