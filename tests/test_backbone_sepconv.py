@@ -15,10 +15,12 @@ def _frames(height, width, seed=0):
     return [torch.rand(1, 3, height, width, generator=generator) for _ in range(3)]
 
 
-@pytest.mark.parametrize("size", ["tiny", "paper"])
-def test_untrained_sepconv_outputs_the_frame_average(size):
+# The paper's 51-tap kernels on tiny widths: the paper-size encoder (6.5 GMAC at 128x128) adds
+# nothing to what this test checks, the centre-tap initialisation of K-channel heads.
+@pytest.mark.parametrize("kernel_size", [13, 51])
+def test_untrained_sepconv_outputs_the_frame_average(kernel_size):
     torch.manual_seed(0)
-    model = create_model("sepconv", size=size)
+    model = create_model("sepconv", size="tiny", kernel_size=kernel_size)
     frame0, frame1, _ = _frames(21, 30)
     with torch.no_grad():
         pred = model(frame0, frame1).pred
