@@ -104,11 +104,11 @@ _CUDA_TYPE = {torch.float32: "float", torch.float64: "double"}
 
 
 @functools.lru_cache(maxsize=None)
-def cuda_function(source_file: str, function_name: str, device_index: int, dtype: torch.dtype):
-    """Compile ``function_name`` from ``source_file`` (beside this module) once per device and dtype.
+def _cuda_module(source_file: str, device_index: int, dtype: torch.dtype):
+    """Compile ``source_file`` (beside this module) once per device and dtype.
 
-    The ``.cu`` files are written against a ``scalar_t`` type; it is defined here, so each dtype is a
-    separate compilation (cached by lru_cache on (file, name, device, dtype)).
+    The ``.cu`` files are written against a ``scalar_t`` type that is defined here, so each dtype is
+    its own compilation; sizes are kernel arguments, never pasted into the source.
     """
     import cupy
 
@@ -116,7 +116,17 @@ def cuda_function(source_file: str, function_name: str, device_index: int, dtype
     source = f"typedef {_CUDA_TYPE[dtype]} scalar_t;\n" + path.read_text()
     with cupy.cuda.Device(device_index):
         module = cupy.RawModule(code=source, options=("--std=c++14",))
-        return module.get_function(function_name)
+        module.compile()  # compile now, on this device, so errors name the file here
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_function(source_file: str, function_name: str, device_index: int, dtype: torch.dtype):
+    """The kernel ``function_name`` of ``source_file`` for one device and dtype (cached)."""
+    import cupy
+
+    with cupy.cuda.Device(device_index):
+        return _cuda_module(source_file, device_index, dtype).get_function(function_name)
 
 
 def launch(source_file: str, function_name: str, total_threads: int, arguments: list, reference: torch.Tensor) -> None:
@@ -130,6 +140,8 @@ def launch(source_file: str, function_name: str, total_threads: int, arguments: 
 
     if total_threads == 0:
         return
+    if total_threads >= 2**31:
+        raise ValueError(f"savfi_core.kernels ({source_file}): {total_threads} threads exceed the kernels' 32-bit indexing")
     function = cuda_function(source_file, function_name, reference.device.index, reference.dtype)
     scalar = numpy.float32 if reference.dtype == torch.float32 else numpy.float64
     packed = []
