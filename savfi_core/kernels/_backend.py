@@ -5,7 +5,8 @@ Every public op takes ``backend="auto" | "cupy" | "torch"``:
 * ``"torch"``: the pure-PyTorch reference (any device, differentiable to any order).
 * ``"cupy"``: the CUDA kernel in the ``.cu`` file beside the op; raises ``BackendUnavailableError``
   when the tensors are not on a CUDA device or CuPy cannot be imported.
-* ``"auto"``: ``"cupy"`` when every tensor is on CUDA and CuPy imports, otherwise ``"torch"``.
+* ``"auto"``: ``"cupy"`` when every tensor is on CUDA, all share a dtype of float32 or float64, and
+  CuPy imports; otherwise ``"torch"``.
 
 The backend that actually ran is recorded per op and returned by :func:`last_backend`, and logged at
 DEBUG level on the ``savfi_core.kernels`` logger, so a fallback is never silent.
@@ -73,7 +74,11 @@ def select_backend(op: str, backend: str, *tensors: torch.Tensor) -> str:
             raise BackendUnavailableError(f"savfi_core.kernels.{op}: backend='cupy' but CuPy does not import ({reason})")
         chosen = "cupy"
     else:
-        chosen = "cupy" if device.type == "cuda" and cupy_import_error() is None else "torch"
+        # The kernels exist for float32 and float64 only; other dtypes (e.g. half) run the reference,
+        # which last_backend() and the DEBUG log report.
+        kernel_dtype = len({tensor.dtype for tensor in tensors} & {torch.float32, torch.float64}) == 1 and len(
+            {tensor.dtype for tensor in tensors}) == 1
+        chosen = "cupy" if device.type == "cuda" and kernel_dtype and cupy_import_error() is None else "torch"
     if chosen == "cupy":
         dtypes = {tensor.dtype for tensor in tensors}
         if not dtypes <= {torch.float32, torch.float64} or len(dtypes) != 1:
