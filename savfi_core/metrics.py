@@ -172,6 +172,18 @@ def _per_sequence(frame: pd.DataFrame, keys: list[str], sequence: str | None, va
     return frame.groupby([*keys, sequence], sort=True, dropna=False)[value].mean().reset_index()
 
 
+def _statistics(values: np.ndarray, confidence: float, resamples: int, seed: int) -> dict:
+    """mean, std (ddof=1; NaN below 2 values), n and the bootstrap CI of ``values``."""
+    low, high = bootstrap_interval(values, confidence, resamples, seed)
+    return {
+        "mean": float(values.mean()) if len(values) else math.nan,
+        "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+        "n": int(len(values)),
+        "ci_low": low,
+        "ci_high": high,
+    }
+
+
 def summarize(
     frame: pd.DataFrame,
     by: Sequence[str] = ("method",),
@@ -205,15 +217,10 @@ def summarize(
         for column, key in zip(by, key_tuple):
             selection &= (units[column] == key).to_numpy()
         values = units.loc[selection, value].to_numpy(dtype=np.float64)
-        low, high = bootstrap_interval(values, confidence, resamples, seed)
         rows.append(
             {
                 **dict(zip(by, key_tuple)),
-                "mean": float(values.mean()) if len(values) else math.nan,
-                "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-                "n": int(len(values)),
-                "ci_low": low,
-                "ci_high": high,
+                **_statistics(values, confidence, resamples, seed),
                 "n_infinite": int(group),
             }
         )
@@ -280,18 +287,12 @@ def paired_difference(
     rows = []
     for group_key, group in groups:
         key_tuple = group_key if isinstance(group_key, tuple) else (group_key,)
-        differences = group.to_numpy(dtype=np.float64)
-        low, high = bootstrap_interval(differences, confidence, resamples, seed)
         rows.append(
             {
                 **dict(zip(by, key_tuple)),
                 "method_a": method_a,
                 "method_b": method_b,
-                "mean": float(differences.mean()) if len(differences) else math.nan,
-                "std": float(differences.std(ddof=1)) if len(differences) > 1 else math.nan,
-                "n": int(len(differences)),
-                "ci_low": low,
-                "ci_high": high,
+                **_statistics(group.to_numpy(dtype=np.float64), confidence, resamples, seed),
                 "n_infinite": counts.get(key_tuple, 0),
             }
         )

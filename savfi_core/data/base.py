@@ -13,8 +13,8 @@ __all__ = ["SavfiDataset", "require_directory", "require_file", "read_list_file"
 class SavfiDataset(torch.utils.data.Dataset):
     """Base of every reader: items are :class:`Sample`, order is fixed at construction.
 
-    Subclasses fill ``self.epoch`` aware augmentation where they train, and implement
-    ``__len__``, ``__getitem__`` and ``sample_info``.
+    Subclasses implement ``__len__``, ``__getitem__`` and ``sample_info``; those that augment
+    draw their randomness from ``(seed, self.epoch, index)``.
     """
 
     #: the name under which :func:`savfi_core.data.open_dataset` knows the reader

@@ -26,6 +26,7 @@ __all__ = [
     "read_image",
     "natural_sort_key",
     "four_frame_layout",
+    "place_on_grid",
     "stack_same_size",
     "window_starts",
     "list_image_files",
@@ -176,6 +177,19 @@ def stack_same_size(images: Sequence[torch.Tensor], paths: Sequence[str | Path])
     return torch.stack(list(images))
 
 
+def place_on_grid(images: torch.Tensor, positions: Sequence[int], frame_count: int):
+    """Put images [K, 3, H, W] at ``positions`` of an N=``frame_count`` grid, NaN elsewhere.
+
+    Returns (frames [N, 3, H, W] float32, valid [N] bool, True exactly at ``positions``).
+    """
+    _, channels, height, width = images.shape
+    frames = torch.full((frame_count, channels, height, width), float("nan"), dtype=torch.float32)
+    valid = torch.zeros(frame_count, dtype=torch.bool)
+    frames[list(positions)] = images
+    valid[list(positions)] = True
+    return frames, valid
+
+
 def four_frame_layout(four_frames: torch.Tensor, ground_truth: torch.Tensor | None = None):
     """Place frames (t-3, t-1, t+1, t+3) at septuplet positions 0, 2, 4, 6; GT (if any) at 3.
 
@@ -186,14 +200,10 @@ def four_frame_layout(four_frames: torch.Tensor, ground_truth: torch.Tensor | No
     Returns:
         (frames [7, 3, H, W] with NaN at invalid positions, valid [7] bool, target_index 3).
     """
-    _, channels, height, width = four_frames.shape
-    frames = torch.full((7, channels, height, width), float("nan"), dtype=torch.float32)
-    valid = torch.zeros(7, dtype=torch.bool)
-    frames[0::2] = four_frames
-    valid[0::2] = True
-    if ground_truth is not None:
-        frames[3] = ground_truth
-        valid[3] = True
+    if ground_truth is None:
+        frames, valid = place_on_grid(four_frames, (0, 2, 4, 6), 7)
+    else:
+        frames, valid = place_on_grid(torch.cat([four_frames, ground_truth[None]]), (0, 2, 4, 6, 3), 7)
     return frames, valid, 3
 
 

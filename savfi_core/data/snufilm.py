@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-import torch
-
 from .base import SavfiDataset, read_list_file, require_directory
-from .core import DatasetError, Sample, read_image, stack_same_size
+from .core import DatasetError, Sample, place_on_grid, read_image, stack_same_size
 
 __all__ = ["SnuFilmDataset", "DIFFICULTIES", "resolve_listed_path"]
 
@@ -131,10 +129,5 @@ class SnuFilmDataset(SavfiDataset):
     def __getitem__(self, index: int) -> Sample:
         paths = self.items[self._check_index(index)]
         images = stack_same_size([read_image(path) for path in paths], paths)
-        _, channels, height, width = images.shape
-        frames = torch.full((self.frame_count, channels, height, width), float("nan"), dtype=torch.float32)
-        valid = torch.zeros(self.frame_count, dtype=torch.bool)
-        for image, position in zip(images, self.positions):
-            frames[position] = image
-            valid[position] = True
+        frames, valid = place_on_grid(images, self.positions, self.frame_count)
         return Sample(frames=frames, valid=valid, target_index=self.target_index, name=self._name(paths))
