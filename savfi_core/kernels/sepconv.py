@@ -144,6 +144,8 @@ def _torch_partial(role: str, operands: dict) -> torch.Tensor:
     raise ValueError(f"unknown role {role!r}")
 
 
+_CHANNEL_GROUP = 4  # must equal CHANNEL_GROUP in sepconv.cu
+
 _KERNEL_NAMES = {
     "output": "sepconv_output",
     "input": "sepconv_input",
@@ -166,11 +168,10 @@ def _cupy_partial(role: str, operands: dict) -> torch.Tensor:
     result = torch.empty(shapes[role], dtype=present.dtype, device=present.device)
     placeholder = result  # the kernel never reads the slot that it writes
     arguments = [dense[name] if dense[name] is not None else placeholder for name in ROLES]
-    launch(
-        "sepconv.cu",
-        _KERNEL_NAMES[role],
-        result.numel(),
-        [result.numel(), batch, channels, height, width, kernel_size, *arguments, result],
-        result,
-    )
+    threads = result.numel()
+    if role == "output":
+        # sepconv_output runs one thread per pixel and group of CHANNEL_GROUP (4) channels
+        threads = batch * ((channels + _CHANNEL_GROUP - 1) // _CHANNEL_GROUP) * height * width
+    launch("sepconv.cu", _KERNEL_NAMES[role], threads,
+           [threads, batch, channels, height, width, kernel_size, *arguments, result], result)
     return result
