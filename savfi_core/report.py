@@ -411,7 +411,11 @@ def write_report(
         figure.savefig(written["steps_figure"], dpi=120)
         plt.close(figure)
     if crops is not None and not crops.empty and qualitative > 0:
-        for number, choice in qualitative_choices(metrics, baseline, qualitative).iterrows():
+        # choose among the sequences whose crops were saved
+        saved = crops[["backbone", "dataset", "sequence"]].astype(str).drop_duplicates()
+        keys = metrics[["backbone", "dataset", "sequence"]].astype(str)
+        with_crops = metrics[keys.merge(saved, how="left", indicator=True)["_merge"].eq("both").to_numpy()]
+        for number, choice in qualitative_choices(with_crops, baseline, qualitative).iterrows():
             rows = crops[(crops["backbone"] == choice["backbone"]) & (crops["dataset"] == choice["dataset"])
                          & (crops["sequence"].astype(str) == str(choice["sequence"]))]
             panel_paths = {}
