@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run a whole study grid: every notebook job of ``params/<grid>.yaml`` into ``results/<grid>/``.
 
-    python run_all.py                                   # params/quick.yaml, one job at a time
+    python run_all.py                                   # params/quick.yaml, as many jobs as cores (<= 4)
     python run_all.py --grid params/paper.yaml --dry-run
     python run_all.py --jobs 2 --only sepconv           # sepconv's jobs (and what they need)
     python run_all.py --executor dask --scheduler tcp://host:8786
@@ -30,7 +30,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", default=str(DEFAULT_GRID), help="grid YAML file (default: params/quick.yaml)")
     parser.add_argument("--results", default="results", help="results root; jobs go to RESULTS/<grid name>/<job id>/")
-    parser.add_argument("--jobs", type=int, default=1, help="jobs run at once on this machine (local executor)")
+    parser.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+                        help="jobs run at once (local executor; LocalCluster workers with --executor dask); default: cores, at most 4")
     parser.add_argument("--executor", choices=("local", "dask"), default="local")
     parser.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786); without it a LocalCluster of --jobs workers")
     parser.add_argument("--threads", type=int, help="CPU threads per job (default: cores / --jobs, 1 on Dask)")
