@@ -54,6 +54,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--min-gain", type=float, default=0.3, help="dB over frame averaging needed to ship")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: results/pretrain_tiny/<model>.pt (git-ignored)")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start from the model weights of another pretrain checkpoint (a second phase, e.g. at a lower lr)")
     parser.add_argument("--no-ship", action="store_true", help="train and report, never write the package weights")
     return parser.parse_args(argv)
 
@@ -88,6 +90,13 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset) -> Path:
     if gain < arguments.min_gain:
         raise SystemExit(f"not shipping {arguments.model}: gain {gain:+.3f} dB < {arguments.min_gain} dB")
     curve = saved["curve"]
+    earlier_phases = []
+    if arguments.init_from is not None:  # the weights went through an earlier phase first
+        earlier = safe_load(arguments.init_from)
+        earlier_phases.append({"checkpoint": arguments.init_from.name, "steps": int(earlier["step"]),
+                               "wall_time_seconds": round(float(earlier["elapsed_seconds"]), 1),
+                               "optimizer": earlier["config"]["optimizer"], "lr": earlier["config"]["lr"],
+                               "batch_size": earlier["config"]["batch_size"], "crop_size": earlier["config"]["crop_size"]})
     weights_path = default_weights_path(arguments.model, "tiny")
     atomic_save(model.state_dict(), weights_path)
     provenance = {
@@ -104,6 +113,9 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset) -> Path:
         "selection": f"training stopped at the first validation (every {arguments.val_every} steps, on this same "
         f"test split) whose gain over frame averaging reached {arguments.min_gain} dB",
         "steps": int(saved["step"]),
+        "earlier_phases": earlier_phases,
+        "total_steps": int(saved["step"]) + sum(phase["steps"] for phase in earlier_phases),
+        "total_wall_time_seconds": round(float(saved["elapsed_seconds"]) + sum(phase["wall_time_seconds"] for phase in earlier_phases), 1),
         "skipped_steps": int(curve[-1]["skipped_total"]) if curve else 0,
         "batch_size": arguments.batch_size,
         "crop_size": arguments.crop_size,
@@ -140,6 +152,9 @@ def main(argv=None) -> None:
     train_dataset = open_dataset("clips", split="train", augment=False)
     test_dataset = open_dataset("clips", split="test")
     model = create_model(arguments.model, size="tiny")
+    if arguments.init_from is not None and not checkpoint_path.is_file():
+        model.load_state_dict(safe_load(arguments.init_from)["state"]["model"])
+        print(f"initialized from {arguments.init_from}", flush=True)
     print(f"{arguments.model} tiny: {count_parameters(model)} parameters; checkpoint {checkpoint_path}; pid {os.getpid()}", flush=True)
     reached = {}
 
