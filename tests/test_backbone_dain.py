@@ -17,6 +17,17 @@ from savfi_core.backbones.common import charbonnier
 MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "checkpoint_manifests" / "dain.json"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run these tests on one thread. DAIN is hundreds of small ops (the hourglass alone has 168
+    convolutions); with two OpenMP threads on a busy 2-core machine every op waits for the other
+    thread, measured 30x slower (tiny second-order gradients: 42 s instead of 1.3 s)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _frames(height=35, width=37, batch=1, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return [torch.rand(batch, 3, height, width, generator=generator) for _ in range(3)]
