@@ -81,8 +81,9 @@ def git_commit() -> str:
     return commit + ("+uncommitted-changes" if dirty.stdout.strip() else "")
 
 
-def ship(model, arguments, checkpoint_path: Path, test_dataset) -> Path:
-    """Write the plain state_dict and its provenance JSON into the package; return the .pt path."""
+def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Path | None = None) -> Path:
+    """Write the plain state_dict and its provenance JSON (into the package unless
+    ``weights_path`` is given); return the .pt path."""
     saved = safe_load(checkpoint_path)
     model.load_state_dict(saved["state"]["model"])
     scores = validate_model(model, test_dataset)  # every sample of the held-out split
@@ -97,7 +98,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset) -> Path:
                                "wall_time_seconds": round(float(earlier["elapsed_seconds"]), 1),
                                "optimizer": earlier["config"]["optimizer"], "lr": earlier["config"]["lr"],
                                "batch_size": earlier["config"]["batch_size"], "crop_size": earlier["config"]["crop_size"]})
-    weights_path = default_weights_path(arguments.model, "tiny")
+    weights_path = weights_path or default_weights_path(arguments.model, "tiny")
     atomic_save(model.state_dict(), weights_path)
     provenance = {
         "model": arguments.model,
