@@ -176,7 +176,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
-    torch.set_grad_enabled(False)  # adaptation re-enables gradients where it needs them
+    # Scoped, not global: main() is also called in-process (tests, notebooks), and a global
+    # switch would leave autograd off for the caller. Adaptation re-enables it where needed.
+    with torch.no_grad():
+        return _interpolate(args)
+
+
+def _interpolate(args: argparse.Namespace) -> int:
     frames, input_fps = read_input(args.input, args.downscale, args.max_frames)
     fps = args.fps or input_fps or 25.0
     learner = build_learner(args)

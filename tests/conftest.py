@@ -36,3 +36,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"../shared/data not found at {SHARED_DATA} (set SAVFI_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _autograd_stays_enabled():
+    """Fail the test that leaves autograd globally disabled (it silently breaks later gradchecks)."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("this test left torch autograd globally disabled")
