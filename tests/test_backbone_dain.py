@@ -113,9 +113,9 @@ def test_projection_weights_nearer_pixels_as_dain_does(monkeypatch):
     captured = {}
     original = kernels.depth_flow_projection
 
-    def spy(flow, depth, time=0.5, **options):
-        captured.update(flow=flow, depth=depth, time=time)
-        return original(flow, depth, time=time, **options)
+    def spy(flow, depth, time=0.5, fill_holes=True):
+        captured.update(flow=flow, depth=depth, time=time, fill_holes=fill_holes)
+        return original(flow, depth, time=time, fill_holes=fill_holes)
 
     monkeypatch.setattr(kernels, "depth_flow_projection", spy)
     frame0, frame1, _ = _frames(64, 64)
@@ -126,6 +126,10 @@ def test_projection_weights_nearer_pixels_as_dain_does(monkeypatch):
     assert torch.allclose(1.0 / captured["depth"], 1e-6 + torch.exp(-log_depth), rtol=1e-5)
     # the flows handed over are F_01 then F_10 in full-resolution pixels (not yet scaled by t)
     assert captured["flow"].shape == (2, 2, 64, 64)
+    # DAIN fills holes only where the flow needs no gradient (inference, frozen flow network)
+    assert captured["fill_holes"] is True
+    model(frame0, frame1)
+    assert captured["fill_holes"] is False
 
 
 def test_functional_call_updates_the_passed_batchnorm_buffers_not_the_modules():

@@ -6,12 +6,16 @@ Given frames I0, I1 (RGB in [0,1], padded by reflection to a multiple of 64):
     D_i  = hourglass(I_i)                                                     log depth
     F_t0 = -sum_{x -> y} w_0(x) t F_01(x) / sum_{x -> y} w_0(x)               depth-aware projection
     F_t1 = same with F_10 and w_1                                             (paper eq. 1), weights
-                                                                              w_i = 1e-6 + exp(-D_i)
+                                                                              w_i = 1e-6 + exp(-D_i);
+                                                                              holes filled from the
+                                                                              nearest neighbours only
+                                                                              when the flow needs no
+                                                                              gradient (as in DAIN)
     K_0, K_1 = kernel_net(cat(I0, I1))                                        16 = 4x4 taps per pixel
     W_i  = filter_interpolation(I_i, F_ti, K_i)                               adaptive warping layer
     C_i  = filter_interpolation(cat(ctx(I_i), D_i), F_ti, K_i)                warped context (flows,
-                                                                               kernels and depth detached
-                                                                               there, as in the original)
+                                                                              kernels and depth detached
+                                                                              there, as in the original)
     blend = (W_0 + W_1) / 2
     pred  = blend + rectify(cat(blend, W_0, W_1, F_t0, F_t1, K_0, K_1, C_0, C_1))
 
@@ -249,7 +253,10 @@ class DAIN(InterpolationModel):
         swapped = [torch.cat((level[batch:], level[:batch]), 0) for level in pyramid]
         flow = F.interpolate(self.flownets.decode(pyramid, swapped) * self.flownets.div_flow, scale_factor=4, mode="bilinear", align_corners=False)
         # [2B,2,H,W]: F_t0 (from F_01 and frame 0's depth), then F_t1 (from F_10 and frame 1's depth)
-        projected = kernels.depth_flow_projection(flow, projection_depth, time=TIME_STEP)
+        # DAIN fills projection holes only when the flow needs no gradient
+        # (DepthFlowProjectionModule(input.requires_grad): fillhole = not requires_grad): in
+        # inference, and in the SAVFI meta system, whose flow network is frozen; not when training it.
+        projected = kernels.depth_flow_projection(flow, projection_depth, time=TIME_STEP, fill_holes=not flow.requires_grad)
         flow_t0, flow_t1 = projected[:batch], projected[batch:]
 
         filters = torch.cat((kernel0, kernel1), 0)
