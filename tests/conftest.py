@@ -10,8 +10,9 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SAVFI_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
-# Two cores on CI: keep each test process from oversubscribing them.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One intra-op thread: tests run tiny tensors, where a second thread costs more in
+# synchronisation than it gains, and on a shared 2-core machine it was 20-40x slower.
+torch.set_num_threads(1)
 
 
 def _cupy_available() -> bool:

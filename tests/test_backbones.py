@@ -28,11 +28,6 @@ def manifest(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def registered(names):
-    available = set(list_models())
-    return [pytest.param(n, marks=pytest.mark.skipif(n not in available, reason=f"{n} not registered yet")) for n in names]
-
-
 def zeros_like_shapes(shapes: dict) -> dict:
     return {key: torch.zeros(shape) if shape else torch.zeros(()) for key, shape in shapes.items()}
 
@@ -52,12 +47,10 @@ def base_checkpoint(name: str) -> dict:
 
 
 def test_all_six_backbones_are_registered():
-    assert EXPECTED_MODELS == [n for n in list_models() if n in MANIFEST_NAMES] or pytest.skip(
-        f"registered so far: {list_models()}"
-    )
+    assert list_models() == EXPECTED_MODELS
 
 
-@pytest.mark.parametrize("name", registered(EXPECTED_MODELS))
+@pytest.mark.parametrize("name", EXPECTED_MODELS)
 def test_paper_state_dict_matches_manifest_one_to_one(name):
     with torch.device("meta"):
         model = create_model(name, size="paper")
@@ -70,7 +63,7 @@ def test_paper_state_dict_matches_manifest_one_to_one(name):
     assert {k: v for k, v in ours.items() if theirs[k] != v} == {}
 
 
-@pytest.mark.parametrize("name", registered(EXPECTED_MODELS))
+@pytest.mark.parametrize("name", EXPECTED_MODELS)
 @pytest.mark.parametrize("layout", ["base", "meta_network", "meta_system"])
 def test_every_released_layout_loads(name, layout, tmp_path):
     data = manifest(name)
@@ -92,7 +85,7 @@ def test_every_released_layout_loads(name, layout, tmp_path):
     assert all(float(value.abs().sum()) == 0 for key, value in model.state_dict().items() if not key.endswith("num_batches_tracked"))
 
 
-@pytest.mark.parametrize("name", registered(EXPECTED_MODELS))
+@pytest.mark.parametrize("name", EXPECTED_MODELS)
 @pytest.mark.parametrize("defect", ["renamed", "reshaped"])
 def test_checkpoint_with_one_wrong_key_is_rejected_by_name(name, defect, tmp_path):
     data = manifest(name)
@@ -119,7 +112,7 @@ def _frames(height, width, seed=0):
 
 
 @pytest.mark.parametrize("size", ["tiny", "paper"])
-@pytest.mark.parametrize("name", registered(EXPECTED_MODELS))
+@pytest.mark.parametrize("name", EXPECTED_MODELS)
 def test_forward_on_odd_size_returns_same_size(name, size):
     torch.manual_seed(0)
     model = create_model(name, size=size).eval()
@@ -131,7 +124,7 @@ def test_forward_on_odd_size_returns_same_size(name, size):
 
 
 @pytest.mark.parametrize("size", ["tiny", "paper"])
-@pytest.mark.parametrize("name", registered(EXPECTED_MODELS))
+@pytest.mark.parametrize("name", EXPECTED_MODELS)
 def test_functional_call_gives_finite_nonzero_second_order_gradients(name, size):
     torch.manual_seed(0)
     model = create_model(name, size=size).train()
