@@ -97,7 +97,8 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         earlier_phases.append({"checkpoint": arguments.init_from.name, "steps": int(earlier["step"]),
                                "wall_time_seconds": round(float(earlier["elapsed_seconds"]), 1),
                                "optimizer": earlier["config"]["optimizer"], "lr": earlier["config"]["lr"],
-                               "batch_size": earlier["config"]["batch_size"], "crop_size": earlier["config"]["crop_size"]})
+                               "batch_size": earlier["config"]["batch_size"], "crop_size": earlier["config"]["crop_size"],
+                               "seed": earlier["config"]["seed"]})
     weights_path = weights_path or default_weights_path(arguments.model, "tiny")
     atomic_save(model.state_dict(), weights_path)
     provenance = {
