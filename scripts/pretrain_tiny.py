@@ -43,6 +43,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=64)
+    parser.add_argument("--crop-width", type=int, default=None,
+                        help="crop width when it differs from --crop-size (the height); DVF's flow is in units of the "
+                        "image size, so it must train at the test frames' width")
     parser.add_argument("--crop-candidates", type=int, default=8)
     parser.add_argument("--uniform-crop-fraction", type=float, default=0.5, help="share of each batch cropped uniformly")
     parser.add_argument("--optimizer", choices=["adam", "adamax"], default=None, help="default: the original training's")
@@ -120,7 +123,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "total_wall_time_seconds": round(float(saved["elapsed_seconds"]) + sum(phase["wall_time_seconds"] for phase in earlier_phases), 1),
         "skipped_steps": int(curve[-1]["skipped_total"]) if curve else 0,
         "batch_size": arguments.batch_size,
-        "crop_size": arguments.crop_size,
+        "crop_size": [arguments.crop_size, arguments.crop_width or arguments.crop_size],
         "optimizer": saved["config"]["optimizer"],
         "lr": saved["config"]["lr"],
         "max_grad_norm": arguments.max_grad_norm,
@@ -134,7 +137,8 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "psnr_definition": "savfi_core.metrics.psnr (8-bit quantized), mean over the test samples",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "regenerate": f"python scripts/pretrain_tiny.py --model {arguments.model} --steps {int(saved['step'])} "
-        f"--batch-size {arguments.batch_size} --crop-size {arguments.crop_size} --lr {saved['config']['lr']} "
+        f"--batch-size {arguments.batch_size} --crop-size {arguments.crop_size} "
+        f"{'--crop-width ' + str(arguments.crop_width) + ' ' if arguments.crop_width else ''}--lr {saved['config']['lr']} "
         f"--optimizer {saved['config']['optimizer']} --seed {arguments.seed} --val-every {arguments.val_every} "
         f"--uniform-crop-fraction {arguments.uniform_crop_fraction} --max-grad-norm {arguments.max_grad_norm}",
     }
@@ -176,7 +180,7 @@ def main(argv=None) -> None:
         val_dataset=test_dataset,
         val_every=arguments.val_every,
         checkpoint_every=arguments.checkpoint_every,
-        crop_size=arguments.crop_size,
+        crop_size=(arguments.crop_size, arguments.crop_width) if arguments.crop_width else arguments.crop_size,
         crop_candidates=arguments.crop_candidates,
         uniform_crop_fraction=arguments.uniform_crop_fraction,
         max_grad_norm=arguments.max_grad_norm,

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from savfi_core.data.augment import choose_moving_crop
+from savfi_core.data.augment import choose_moving_crop, normalize_crop_size
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def sample_triplet_batch(
     dataset,
     batch_size: int,
     generator: torch.Generator,
-    crop_size: int | None = None,
+    crop_size: int | tuple[int, int] | None = None,
     crop_candidates: int = 8,
     all_triplets: bool = False,
     augment: bool = True,
@@ -154,7 +154,7 @@ def sample_triplet_batch(
     """Draw ``batch_size`` training triplets: (frame0 [B,3,h,w], frame1 [B,3,h,w], target [B,3,h,w]).
 
     Every random choice (sample index, triplet, crop corners, flips) comes from ``generator``.
-    Crops: the first round(``uniform_crop_fraction`` * B) items of the batch take a uniform
+    crop_size: side or (height, width). Crops: the first round(``uniform_crop_fraction`` * B) items of the batch take a uniform
     crop, the others the most moving of ``crop_candidates`` crops. Both kinds are needed:
     trained on moving crops only, a tiny DVF learned to move everything and fell 5 dB below
     frame averaging on whole (mostly static) frames, while beating it on moving crops.
@@ -181,7 +181,8 @@ def sample_triplet_batch(
                 frames, crop_size, generator, compare=(first, second),
                 candidates=1 if item < uniform_count else crop_candidates, name=str(sample.name),
             )
-            window = (slice(None), slice(top, top + crop_size), slice(left, left + crop_size))
+            crop_height, crop_width = normalize_crop_size(crop_size)
+            window = (slice(None), slice(top, top + crop_height), slice(left, left + crop_width))
             frame0, frame1, target = frame0[window], frame1[window], target[window]
         if augment:
             flip, reverse = torch.randint(0, 2, (2,), generator=generator).tolist()
