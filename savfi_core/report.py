@@ -28,9 +28,9 @@ METRIC_COLUMNS = ("psnr", "ssim", "adapt_seconds")
 KEY_COLUMNS = ("backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed")
 GROUP_COLUMNS = ("backbone", "size", "dataset")
 # Column order of the tables: protocols, then the meta-learning algorithms.
-METHOD_ORDER = ("baseline", "retrained", "finetune", "maml", "maml++", "l2f", "metasgd")
+METHOD_ORDER = ("frame_average", "baseline", "retrained", "finetune", "maml", "maml++", "l2f", "metasgd")
 METHOD_LABELS = {
-    "baseline": "Baseline", "retrained": "Re-trained", "finetune": "Fine-tune",
+    "frame_average": "Frame avg.", "baseline": "Baseline", "retrained": "Re-trained", "finetune": "Fine-tune",
     "maml": "MAML", "maml++": "MAML++", "l2f": "L2F", "metasgd": "Meta-SGD",
 }
 

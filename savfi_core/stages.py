@@ -168,7 +168,7 @@ def run_evaluate(
         steps.csv for the adapting protocols.
     """
     from savfi_core.backbones import create_model
-    from savfi_core.meta import MetaConfig, MetaLearner, evaluate
+    from savfi_core.meta import MetaConfig, MetaLearner, evaluate, evaluate_frame_average
 
     output = Path(output_dir)
     (output / "crops").mkdir(parents=True, exist_ok=True)
@@ -196,6 +196,10 @@ def run_evaluate(
     for spec in datasets:
         dataset, label = _open(spec), _label(spec)
         allowed = spec.get("protocols")
+        if "baseline" in runners:
+            # The weight-free reference beside the baseline: did the network learn motion at all?
+            reference = evaluate_frame_average(dataset, limit=max_samples)
+            headline_rows.append(reference.assign(backbone=backbone, size=size, dataset=label, seed=seed, algorithm=""))
         for method, (protocol, runner) in runners.items():
             if allowed is not None and protocol not in allowed:
                 continue

@@ -7,11 +7,12 @@
 >>> frame = learner.predict(sample, params)     # [3,H,W]
 """
 from savfi_core.meta.config import ALGORITHMS, INNER_RULES, MetaConfig
-from savfi_core.meta.evaluate import PROTOCOLS, evaluate
+from savfi_core.meta.evaluate import PROTOCOLS, evaluate, evaluate_frame_average
 from savfi_core.meta.learner import LearnedInnerLoop, MetaLearner, per_step_loss_importance
 from savfi_core.meta.tasks import Task, Triplet, can_adapt, make_task, temporal_flip
 
 __all__ = [
+    "evaluate_frame_average",
     "ALGORITHMS",
     "INNER_RULES",
     "PROTOCOLS",

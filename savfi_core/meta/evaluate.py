@@ -113,3 +113,28 @@ def evaluate(
     finally:
         model.train(was_training)
     return pd.DataFrame(rows)
+
+
+def evaluate_frame_average(dataset: Iterable, *, limit: int | None = None) -> pd.DataFrame:
+    """The reference every network must beat: (frame(t-1) + frame(t+1)) / 2 against frame(t).
+
+    Same columns as :func:`evaluate`, protocol ``'frame_average'``; it has no weights, so it is
+    the same for every backbone and seed and tells whether a network learned motion at all.
+    """
+    from savfi_core.metrics import psnr as compute_psnr, ssim as compute_ssim
+
+    rows = []
+    for count, sample in enumerate(dataset):
+        if limit is not None and count >= limit:
+            break
+        t = sample.target_index
+        if not bool(sample.valid[t]):
+            raise ValueError(f"sample {sample.name!r} has no ground truth at target_index {t}")
+        prediction = (sample.frames[t - 1] + sample.frames[t + 1]) / 2
+        value = compute_psnr(prediction, sample.frames[t])
+        rows.append(
+            {"sequence": sample.name, "protocol": "frame_average", "algorithm": "none", "inner_rule": "none", "inner_steps": 0,
+             "psnr": value, "ssim": compute_ssim(prediction, sample.frames[t]), "psnr_before": value, "psnr_after": value,
+             "adapt_seconds": 0.0}
+        )
+    return pd.DataFrame(rows)
