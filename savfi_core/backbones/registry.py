@@ -85,8 +85,9 @@ def create_model(
             path = default_weights_path(name, size)
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"no shipped {size} weights for {name!r} at {path}; regenerate them with "
-                    f"`python run_all.py --grid params/pretrain.yaml` or pass a checkpoint path"
+                    f"no shipped {size} weights for {name!r} at {path}; make them with "
+                    f"`python scripts/pretrain_tiny.py --model {name}` (or the grid params/pretrain.yaml) "
+                    f"or pass a checkpoint path"
                 )
             weights = path
         load_weights(model, weights)
