@@ -91,17 +91,24 @@ def main(argv: list[str] | None = None) -> int:
             bar.write(f"{status}: {job_id} (see {grid_dir / job_id}/)")
 
     start = time.perf_counter()
+    interrupted = False
     try:
         summary = run_jobs(jobs, grid_dir, executor=executor, force=arguments.force, threads=threads,
                            working_directory=Path.cwd(), kernel_name=arguments.kernel, progress=progress)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         bar.close()
-        executor.shutdown(wait=True)
+        executor.shutdown(wait=not interrupted)
         if client is not None:
             client.close()
         if cluster is not None:
             cluster.close()
     elapsed = time.perf_counter() - start
+    if interrupted:
+        print(f"grid {grid['name']}: interrupted after {elapsed:.0f} s; finished jobs are kept in {grid_dir}/, "
+              f"run the same command again to continue", file=sys.stderr)
+        return 130
 
     counts = {status: list(summary.statuses.values()).count(status) for status in ("done", "cached", "failed", "skipped")}
     print(f"grid {grid['name']}: {counts['done']} ran, {counts['cached']} unchanged (skipped), "

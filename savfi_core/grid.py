@@ -663,8 +663,8 @@ def run_jobs(
             if force or previous is None or previous.get("hash") != current or previous.get("status") == "done":
                 shutil.rmtree(job_dir, ignore_errors=True)
             hashes[job_id] = current
-            write_record(job_dir, {"job_id": job_id, "stage": job.stage, "status": "running", "hash": current,
-                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            write_record(job_dir, {"job_id": job_id, "stage": job.stage, "status": "queued", "hash": current,
+                                   "queued": time.strftime("%Y-%m-%dT%H:%M:%S")})
             spec = {
                 "job_id": job_id,
                 "notebook": str(job.notebook),
@@ -678,7 +678,16 @@ def run_jobs(
             running[executor.submit(execute_job, spec)] = job_id
         if not running:
             continue
-        finished, _ = concurrent.futures.wait(list(running), return_when=concurrent.futures.FIRST_COMPLETED)
+        try:
+            finished, _ = concurrent.futures.wait(list(running), return_when=concurrent.futures.FIRST_COMPLETED)
+        except KeyboardInterrupt:
+            # Ctrl-C: start nothing more. Queued jobs are cancelled (their folders say so); jobs
+            # already running got the same SIGINT from the terminal. Rerunning continues here.
+            for future, job_id in running.items():
+                if future.cancel():
+                    write_record(grid_dir / job_id, {"job_id": job_id, "stage": by_id[job_id].stage, "status": "interrupted",
+                                                     "hash": hashes[job_id]})
+            raise
         for future in finished:
             job_id = running.pop(future)
             job = by_id[job_id]
