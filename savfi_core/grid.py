@@ -684,9 +684,9 @@ def run_jobs(
             # Ctrl-C: start nothing more. Queued jobs are cancelled (their folders say so); jobs
             # already running got the same SIGINT from the terminal. Rerunning continues here.
             for future, job_id in running.items():
-                if future.cancel():
-                    write_record(grid_dir / job_id, {"job_id": job_id, "stage": by_id[job_id].stage, "status": "interrupted",
-                                                     "hash": hashes[job_id]})
+                future.cancel()  # no-op for a job already running: it was interrupted with us
+                write_record(grid_dir / job_id, {"job_id": job_id, "stage": by_id[job_id].stage, "status": "interrupted",
+                                                 "hash": hashes[job_id]})
             raise
         for future in finished:
             job_id = running.pop(future)

@@ -45,6 +45,8 @@ import hashlib, json
 from pathlib import Path
 if options.get("fail"):
     raise RuntimeError(f"deliberate failure of {backbone} {method}")
+import time
+time.sleep(options.get("sleep", 0))
 assert weights is None or Path(weights).is_file(), weights
 text = json.dumps([backbone, method, meta_config, seed, steps], sort_keys=True)
 Path(output_dir, "meta_checkpoint.pt").write_text(hashlib.sha256(text.encode()).hexdigest())
@@ -226,3 +228,36 @@ def test_dry_run_lists_jobs_without_running(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "13 jobs" in out and "meta_train-beta-metasgd-seed0" in out and "pending" in out
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_grid_and_a_rerun_continues_without_redoing_jobs(tmp_path):
+    """Interrupt like a terminal does (SIGINT to the process group) once the first job finished."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    grid = write_grid(tmp_path, pretrain=None, report=None,
+                      meta_train={"dataset": {"name": "fake"}, "steps": 2, "batch_size": 1, "algorithms": ["maml", "metasgd"],
+                                  "config": {}, "options": {"sleep": 2}},
+                      evaluate={"datasets": [{"name": "fake"}], "protocols": ["meta"], "inner_steps": [1]})
+    results = tmp_path / "results"
+    command = [sys.executable, str(REPO_ROOT / "run_all.py"), "--grid", str(grid), "--results", str(results), "--jobs", "1"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not any(record.get("status") == "done" for record in records(results).values()):
+        assert process.poll() is None and time.monotonic() < deadline, "grid ended or stalled before a job finished"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "interrupted" in output
+    finished = {job_id for job_id, record in records(results).items() if record.get("status") == "done"}
+    assert 1 <= len(finished) < 6, finished  # six jobs in all: four meta_train, two evaluate
+    assert not any(record.get("status") == "queued" for record in records(results).values())
+
+    rerun = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{6 - len(finished)} ran, {len(finished)} unchanged" in rerun.stdout
+    assert all(record["status"] == "done" for record in records(results).values())
