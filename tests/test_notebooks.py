@@ -87,7 +87,7 @@ def test_tiny_real_grid_runs_end_to_end_through_papermill(tmp_path):
     metrics = pd.read_csv(folder / "metrics.csv")
     assert set(metrics["backbone"]) == {"sepconv", "dvf"}
     assert set(zip(metrics["protocol"], metrics["algorithm"].fillna(""))) == {
-        ("baseline", ""), ("finetune", ""), ("meta", "maml"), ("meta", "metasgd")}
+        ("frame_average", ""), ("baseline", ""), ("finetune", ""), ("meta", "maml"), ("meta", "metasgd")}
     assert metrics["psnr"].between(5, 60).all()
     for name in ("table_psnr.md", "table_psnr.tex", "figures/gains.png", "figures/psnr_vs_steps.png"):
         assert (folder / name).is_file(), name
