@@ -161,53 +161,47 @@ def _row_label(keys: dict, several_datasets: bool, several_sizes: bool) -> str:
 
 def format_psnr_table(summary: pd.DataFrame, style: str = "md") -> str:
     """Rows backbones (x dataset), columns methods; "PSNR [CI] / SSIM [CI]", best PSNR per row bold."""
-    methods = sorted(summary["method"].unique(), key=_method_sort_key)
-    several_datasets = summary["dataset"].nunique() > 1
-    several_sizes = summary["size"].nunique() > 1
-    header = ["Backbone"] + [method_label(m) for m in methods]
-    lines = []
-    for keys, group in summary.groupby(list(GROUP_COLUMNS), sort=True):
-        keys = dict(zip(GROUP_COLUMNS, keys))
-        by_method = group.set_index("method")
-        best = by_method["psnr"].idxmax()
-        cells = [_row_label(keys, several_datasets, several_sizes)]
-        for method in methods:
-            if method not in by_method.index:
-                cells.append("–" if style == "md" else "--")
-                continue
-            row = by_method.loc[method]
-            text = (_interval(row["psnr"], row["psnr_low"], row["psnr_high"], 2) + " / "
-                    + _interval(row["ssim"], row["ssim_low"], row["ssim_high"], 3))
-            if method == best:
-                text = f"**{text}**" if style == "md" else f"\\textbf{{{text}}}"
-            cells.append(text)
-        lines.append(cells)
+
+    def cell(row) -> str:
+        return (_interval(row["psnr"], row["psnr_low"], row["psnr_high"], 2) + " / "
+                + _interval(row["ssim"], row["ssim_low"], row["ssim_high"], 3))
+
+    header, lines = _method_table(summary, "psnr", cell, style)
     return _render(header, lines, style, "Mean PSNR (dB) / SSIM [95\\% bootstrap CI over sequences, seeds averaged]; best PSNR per row in bold.")
 
 
 def format_gain_table(gains: pd.DataFrame, style: str = "md") -> str:
     """Rows backbones (x dataset), columns methods; paired PSNR gain over the baseline [CI] (wins/n)."""
-    methods = sorted(gains["method"].unique(), key=_method_sort_key)
-    several_datasets = gains["dataset"].nunique() > 1
-    several_sizes = gains["size"].nunique() > 1
+
+    def cell(row) -> str:
+        return _interval(row["gain"], row["gain_low"], row["gain_high"], 2, sign=True) + f" ({int(row['wins'])}/{int(row['n_sequences'])})"
+
+    header, lines = _method_table(gains, "gain", cell, style)
+    return _render(header, lines, style, "Paired PSNR gain (dB) over the baseline [95\\% bootstrap CI over sequences]; (sequences improved / n).")
+
+
+def _method_table(frame: pd.DataFrame, best_column: str, cell, style: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a backbone x method table; the row's largest ``best_column`` in bold."""
+    methods = sorted(frame["method"].unique(), key=_method_sort_key)
+    several_datasets = frame["dataset"].nunique() > 1
+    several_sizes = frame["size"].nunique() > 1
     header = ["Backbone"] + [method_label(m) for m in methods]
     lines = []
-    for keys, group in gains.groupby(list(GROUP_COLUMNS), sort=True):
+    for keys, group in frame.groupby(list(GROUP_COLUMNS), sort=True):
         keys = dict(zip(GROUP_COLUMNS, keys))
         by_method = group.set_index("method")
-        best = by_method["gain"].idxmax()
+        best = by_method[best_column].idxmax()
         cells = [_row_label(keys, several_datasets, several_sizes)]
         for method in methods:
             if method not in by_method.index:
                 cells.append("–" if style == "md" else "--")
                 continue
-            row = by_method.loc[method]
-            text = _interval(row["gain"], row["gain_low"], row["gain_high"], 2, sign=True) + f" ({int(row['wins'])}/{int(row['n_sequences'])})"
+            text = cell(by_method.loc[method])
             if method == best:
                 text = f"**{text}**" if style == "md" else f"\\textbf{{{text}}}"
             cells.append(text)
         lines.append(cells)
-    return _render(header, lines, style, "Paired PSNR gain (dB) over the baseline [95\\% bootstrap CI over sequences]; (sequences improved / n).")
+    return header, lines
 
 
 def _render(header: list[str], lines: list[list[str]], style: str, caption: str) -> str:
