@@ -70,6 +70,17 @@ def _plot_curve(curve: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def _write_training_outputs(curve, output: Path, state: dict, checkpoint_name: str, title: str) -> pd.DataFrame:
+    """What every training stage leaves: curve.csv, the final checkpoint (atomically), curve.png."""
+    from savfi_core.checkpoint import atomic_save
+
+    curve = pd.DataFrame(curve)
+    curve.to_csv(output / "curve.csv", index=False)
+    atomic_save(state, output / checkpoint_name)
+    _plot_curve(curve, output / "curve.png", title)
+    return curve
+
+
 def run_pretrain(
     *, backbone: str, size: str, weights: str | None, dataset: dict, steps: int, batch_size: int, seed: int,
     output_dir: str | os.PathLike, val_dataset: dict | None = None, lr: float | None = None, optimizer: str | None = None,
@@ -77,7 +88,6 @@ def run_pretrain(
 ) -> pd.DataFrame:
     """Supervised pretraining of one backbone (``savfi_core.train.pretrain``); returns the curve."""
     from savfi_core.backbones import create_model
-    from savfi_core.checkpoint import atomic_save
     from savfi_core.train import pretrain
 
     output = Path(output_dir)
@@ -89,11 +99,7 @@ def run_pretrain(
         checkpoint_path=output / "training_state.pt", val_dataset=_open(val_dataset) if val_dataset else None,
         val_every=val_every or None, **(options or {}),
     )
-    curve = pd.DataFrame(curve)
-    curve.to_csv(output / "curve.csv", index=False)
-    atomic_save(model.state_dict(), output / "checkpoint.pt")
-    _plot_curve(curve, output / "curve.png", f"pretrain {backbone} ({size})")
-    return curve
+    return _write_training_outputs(curve, output, model.state_dict(), "checkpoint.pt", f"pretrain {backbone} ({size})")
 
 
 def meta_config_for(meta_config: dict, seed: int, steps: int):
@@ -114,7 +120,6 @@ def run_meta_train(
 ) -> pd.DataFrame:
     """Meta-training (or re-training: ``inner_steps`` 0) from ``weights``; returns the curve."""
     from savfi_core.backbones import create_model
-    from savfi_core.checkpoint import atomic_save
     from savfi_core.meta import MetaLearner
     from savfi_core.train import meta_train
 
@@ -128,11 +133,8 @@ def run_meta_train(
         checkpoint_path=output / "training_state.pt", val_dataset=_open(val_dataset) if val_dataset else None,
         val_every=val_every or None, **(options or {}),
     )
-    curve = pd.DataFrame(curve)
-    curve.to_csv(output / "curve.csv", index=False)
-    atomic_save(learner.state_dict(), output / "meta_checkpoint.pt")
-    _plot_curve(curve, output / "curve.png", f"meta_train {backbone} {method} seed {seed}")
-    return curve
+    return _write_training_outputs(curve, output, learner.state_dict(), "meta_checkpoint.pt",
+                                   f"meta_train {backbone} {method} seed {seed}")
 
 
 def _load_learner(backbone: str, size: str, path: str):
