@@ -1,17 +1,19 @@
-"""Pretrain one tiny backbone on the embedded clips and ship its weights when they beat averaging.
+"""Pretrain one tiny backbone on the embedded clips, then ship its weights with provenance.
 
 Meant to run as one background job on a shared CPU, resumable from its checkpoint:
 
-    nohup .venv/bin/python scripts/pretrain_tiny.py --model dvf > /tmp/pretrain_dvf.log 2>&1 &
+    nohup .venv/bin/python scripts/pretrain_tiny.py --model dvf --steps 6000 > /tmp/pretrain_dvf.log 2>&1 &
 
 Training data: ``open_dataset("clips", split="train")`` (scenes bikes1, bikes3, bikes5, bikes6,
-bunny), motion-aware crops. Validation: the query triplet of every sample of the held-out
-``clips`` test split (scenes bikes2, bikes4, carphone), mean PSNR beside frame averaging.
-When the validation gain reaches ``--min-gain`` dB (0.3 by default) training stops and the
-weights (a plain state_dict) go to ``savfi_core/weights/tiny/<model>.pt`` with a provenance JSON
-beside them. If ``--steps`` run out first, nothing is shipped and the log says so: the curve is
-in ``<checkpoint>.curve.csv``. Rerunning the same command resumes from the checkpoint (raise
-``--steps`` to train longer). SIGTERM stops the job; the last periodic checkpoint stays valid.
+bunny), motion-aware crops. The budget (``--steps``) is fixed in advance and the learning rate
+follows a cosine decay to ``--min-lr`` over it (``--lr-schedule constant`` for none). The held-out
+``clips`` test split (scenes bikes2, bikes4, carphone) is only monitored every ``--val-every``
+steps, mean PSNR beside frame averaging: nothing is selected or stopped on it. At the end the
+FINAL checkpoint is scored once more on the whole test split and written to
+``savfi_core/weights/tiny/<model>.pt`` with a provenance JSON whose ``target_reached`` says
+whether its gain over frame averaging reached ``--min-gain`` dB (0.3 by default). ``--no-ship``
+trains and reports only. The curve stays in ``<checkpoint>.curve.csv``. Rerunning the same command
+resumes from the checkpoint. SIGTERM stops the job; the last periodic checkpoint stays valid.
 """
 from __future__ import annotations
 
@@ -50,11 +52,16 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--uniform-crop-fraction", type=float, default=0.5, help="share of each batch cropped uniformly")
     parser.add_argument("--optimizer", choices=["adam", "adamax"], default=None, help="default: the original training's")
     parser.add_argument("--lr", type=float, default=None, help="default: the original training's")
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
+    parser.add_argument("--min-lr", type=float, default=0.0, help="where the cosine schedule ends")
+    parser.add_argument("--all-triplets", action="store_true",
+                        help="train on every consecutive triplet of each septuplet, not only the query one")
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--checkpoint-every", type=int, default=50)
-    parser.add_argument("--min-gain", type=float, default=0.3, help="dB over frame averaging needed to ship")
+    parser.add_argument("--min-gain", type=float, default=0.3,
+                        help="dB over frame averaging that counts as the target (recorded as target_reached)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: results/pretrain_tiny/<model>.pt (git-ignored)")
     parser.add_argument("--init-from", type=Path, default=None,
@@ -91,8 +98,6 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
     model.load_state_dict(saved["state"]["model"])
     scores = validate_model(model, test_dataset)  # every sample of the held-out split
     gain = scores["val_psnr"] - scores["val_average_psnr"]
-    if gain < arguments.min_gain:
-        raise SystemExit(f"not shipping {arguments.model}: gain {gain:+.3f} dB < {arguments.min_gain} dB")
     curve = saved["curve"]
     earlier_phases = []
     if arguments.init_from is not None:  # the weights went through an earlier phase first
@@ -115,8 +120,11 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "uniform_crop_fraction": arguments.uniform_crop_fraction,
         "test_data": f"savfi embedded clips, split='test' (scenes bikes2, bikes4, carphone; {len(test_dataset)} "
         "non-overlapping septuplets, full frames, query triplet t-1, t+1 -> t)",
-        "selection": f"training stopped at the first validation (every {arguments.val_every} steps, on this same "
-        f"test split) whose gain over frame averaging reached {arguments.min_gain} dB",
+        "selection": f"the final checkpoint of a budget fixed in advance ({int(saved['step'])} steps, "
+        f"{saved['config'].get('lr_schedule', 'constant')} learning rate); the test split was only monitored "
+        f"(every {arguments.val_every} steps), nothing was selected or stopped on it",
+        "target_gain_db": arguments.min_gain,
+        "target_reached": bool(gain >= arguments.min_gain),
         "steps": int(saved["step"]),
         "earlier_phases": earlier_phases,
         "total_steps": int(saved["step"]) + sum(phase["steps"] for phase in earlier_phases),
@@ -126,6 +134,9 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "crop_size": [arguments.crop_size, arguments.crop_width or arguments.crop_size],
         "optimizer": saved["config"]["optimizer"],
         "lr": saved["config"]["lr"],
+        "lr_schedule": saved["config"].get("lr_schedule", "constant"),
+        "min_lr": saved["config"].get("min_lr", 0.0),
+        "all_triplets": bool(saved["config"].get("all_triplets", False)),
         "max_grad_norm": arguments.max_grad_norm,
         "seed": arguments.seed,
         "wall_time_seconds": round(float(saved["elapsed_seconds"]), 1),
@@ -140,12 +151,16 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         f"--batch-size {arguments.batch_size} --crop-size {arguments.crop_size} "
         f"{'--crop-width ' + str(arguments.crop_width) + ' ' if arguments.crop_width else ''}--lr {saved['config']['lr']} "
         f"--optimizer {saved['config']['optimizer']} --seed {arguments.seed} --val-every {arguments.val_every} "
-        f"--uniform-crop-fraction {arguments.uniform_crop_fraction} --max-grad-norm {arguments.max_grad_norm}",
+        f"--uniform-crop-fraction {arguments.uniform_crop_fraction} --max-grad-norm {arguments.max_grad_norm} "
+        f"--lr-schedule {arguments.lr_schedule} --min-lr {arguments.min_lr}{' --all-triplets' if arguments.all_triplets else ''}"
+        f"{' --init-from ' + str(arguments.init_from) if arguments.init_from else ''}",
     }
     provenance_path = weights_path.with_suffix(".json")
     provenance_path.write_text(json.dumps(provenance, indent=2) + "\n")
     print(f"shipped {weights_path} ({weights_path.stat().st_size / 1e6:.2f} MB) and {provenance_path.name}: "
-          f"{scores['val_psnr']:.3f} dB vs frame averaging {scores['val_average_psnr']:.3f} dB", flush=True)
+          f"{scores['val_psnr']:.3f} dB vs frame averaging {scores['val_average_psnr']:.3f} dB "
+          f"({gain:+.3f} dB; target {arguments.min_gain} dB {'reached' if gain >= arguments.min_gain else 'NOT reached'})",
+          flush=True)
     return weights_path
 
 
@@ -162,12 +177,6 @@ def main(argv=None) -> None:
         model.load_state_dict(safe_load(arguments.init_from)["state"]["model"])
         print(f"initialized from {arguments.init_from}", flush=True)
     print(f"{arguments.model} tiny: {count_parameters(model)} parameters; checkpoint {checkpoint_path}; pid {os.getpid()}", flush=True)
-    reached = {}
-
-    def target_reached(scores: dict) -> bool:
-        reached["gain"] = scores["val_psnr"] - scores["val_average_psnr"]
-        return reached["gain"] >= arguments.min_gain
-
     pretrain(
         model,
         train_dataset,
@@ -183,17 +192,20 @@ def main(argv=None) -> None:
         crop_size=(arguments.crop_size, arguments.crop_width) if arguments.crop_width else arguments.crop_size,
         crop_candidates=arguments.crop_candidates,
         uniform_crop_fraction=arguments.uniform_crop_fraction,
+        all_triplets=arguments.all_triplets,
         max_grad_norm=arguments.max_grad_norm,
+        lr_schedule=arguments.lr_schedule,
+        min_lr=arguments.min_lr,
         progress=True,
         log=lambda message: print(message, flush=True),
-        stop_when=target_reached,
     )
     print(f"curve: {curve_path_for(checkpoint_path)}", flush=True)
-    if reached.get("gain", float("-inf")) >= arguments.min_gain and not arguments.no_ship:
-        ship(model, arguments, checkpoint_path, test_dataset)
+    if int(safe_load(checkpoint_path)["step"]) < arguments.steps:
+        print(f"{arguments.model}: stopped before step {arguments.steps}; rerun the same command to resume", flush=True)
+    elif arguments.no_ship:
+        print(f"{arguments.model}: --no-ship, package weights left as they are", flush=True)
     else:
-        print(f"{arguments.model}: target gain {arguments.min_gain} dB not reached (last {reached.get('gain')}); nothing shipped", flush=True)
-
+        ship(model, arguments, checkpoint_path, test_dataset)
 
 if __name__ == "__main__":
     main()

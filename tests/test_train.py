@@ -107,6 +107,23 @@ def test_default_optimizer_is_the_original_one_and_the_curve_says_so(tmp_path):
     assert curve["step"].tolist() == [1, 2]
 
 
+def test_cosine_schedule_decays_to_min_lr_and_resumes_exactly(tmp_path):
+    schedule = dict(lr=1e-2, lr_schedule="cosine", min_lr=1e-4)
+    _, straight = run_pretrain(tmp_path / "straight.pt", steps=6, **schedule)
+    expected = [1e-4 + (1e-2 - 1e-4) * (1 + math.cos(math.pi * step / 6)) / 2 for step in range(6)]
+    assert straight["lr"].tolist() == pytest.approx(expected, rel=1e-9)
+    # the same 6-step run, stopped at its checkpoint after step 3 (as a kill would leave it)
+    run_pretrain(tmp_path / "resumed.pt", steps=6, val_dataset=ShiftedFrames(count=1), val_every=3,
+                 stop_when=lambda scores: True, **schedule)
+    _, resumed = run_pretrain(tmp_path / "resumed.pt", steps=6, model_seed=9, **schedule)
+    assert resumed["loss"].tolist() == straight["loss"].tolist()
+    assert resumed["lr"].tolist() == straight["lr"].tolist()
+    with pytest.raises(ResumeMismatchError, match="lr_schedule"):
+        run_pretrain(tmp_path / "resumed.pt", steps=6, lr=1e-2)
+    with pytest.raises(ResumeMismatchError, match="schedule_steps"):  # the decay was laid out over 6 steps
+        run_pretrain(tmp_path / "resumed.pt", steps=8, **schedule)
+
+
 def test_resume_with_different_settings_is_refused(tmp_path):
     run_pretrain(tmp_path / "run.pt", steps=2)
     with pytest.raises(ResumeMismatchError, match="batch_size"):

@@ -30,7 +30,7 @@ from savfi_core.train.common import DivergenceGuard, capture_rng_states, restore
 
 # Settings that must not change between a run and its resumption, or the resumed run would not
 # continue the same experiment. (``steps`` may grow: resuming to a later step is the point.)
-RESUME_CRITICAL = ("kind", "seed", "batch_size", "optimizer", "lr", "crop_size", "crop_candidates", "uniform_crop_fraction", "all_triplets")
+RESUME_CRITICAL = ("kind", "seed", "batch_size", "optimizer", "lr", "crop_size", "crop_candidates", "uniform_crop_fraction", "all_triplets", "lr_schedule", "min_lr", "schedule_steps")
 
 
 class ResumeMismatchError(ValueError):
@@ -82,7 +82,8 @@ def run_training(
         differing = {
             key: (saved["config"].get(key), config.get(key))
             for key in RESUME_CRITICAL
-            if key in config and saved["config"].get(key) != config.get(key)
+            # a key the checkpoint lacks is a setting newer than the checkpoint: nothing to compare
+            if key in config and key in saved["config"] and saved["config"][key] != config[key]
         }
         if differing:
             raise ResumeMismatchError(

@@ -59,6 +59,8 @@ def pretrain(
     all_triplets: bool = False,
     augment: bool = True,
     max_grad_norm: float | None = 1.0,
+    lr_schedule: str = "constant",
+    min_lr: float = 0.0,
     jump_factor: float = 5.0,
     guard_window: int = 50,
     rollback_after: int = 20,
@@ -74,6 +76,10 @@ def pretrain(
     and minimizes ``model.loss(model(frame0, frame1), target)['total']``.
 
     optimizer, lr: default to the model's original training (:data:`ORIGINAL_OPTIMIZERS`).
+    lr_schedule: ``constant``, or ``cosine`` (from ``lr`` down to ``min_lr`` at step ``steps``;
+    one scheduler step per loop step, skipped ones included, so the rate depends only on the step).
+    A fixed budget with a cosine decay ends on a settled checkpoint, which is the one to ship:
+    nothing has to be picked from a noisy curve.
     Divergence guard: a step whose loss is not finite or exceeds ``jump_factor`` times the median
     of the last ``guard_window`` accepted losses is skipped (no update; BatchNorm running
     statistics of its forward pass do change); gradients are clipped to ``max_grad_norm`` (L2
@@ -95,6 +101,12 @@ def pretrain(
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     torch_optimizer = OPTIMIZERS[optimizer](parameters, lr=lr)
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose 'constant' or 'cosine'")
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=steps, eta_min=min_lr)
+        if lr_schedule == "cosine" else None
+    )
     guard = DivergenceGuard(jump_factor=jump_factor, window=guard_window, rollback_after=rollback_after)
     model.train()
 
@@ -120,14 +132,23 @@ def pretrain(
         if rejection is None:
             torch_optimizer.step()
         torch_optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
         return row, rejection
 
     def get_state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": torch_optimizer.state_dict()}
+        state = {"model": model.state_dict(), "optimizer": torch_optimizer.state_dict()}
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        return state
 
     def set_state(state: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
         torch_optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            if "scheduler" not in state:
+                raise ValueError("this checkpoint was trained without an lr schedule; resume it with lr_schedule='constant'")
+            scheduler.load_state_dict(state["scheduler"])
 
     validate = (lambda: validate_model(model, val_dataset, val_limit)) if val_dataset is not None else None
     config = {
@@ -142,6 +163,10 @@ def pretrain(
         "all_triplets": all_triplets,
         "augment": augment,
         "max_grad_norm": max_grad_norm,
+        "lr_schedule": lr_schedule,
+        "min_lr": min_lr,
+        # a cosine decay is laid out over the whole budget, so its budget may not change on resume
+        "schedule_steps": steps if lr_schedule == "cosine" else None,
         "jump_factor": jump_factor,
     }
     return run_training(
