@@ -19,9 +19,11 @@ job record (``job.json``) and whatever the notebook writes (checkpoints, CSV, PN
 
 A job is skipped when its record says it finished with the same *job hash*:
 
-    hash = sha256(stage, notebook file content, parameters, [digest of each upstream job's outputs])
+    hash = sha256(stage, notebook file content, parameters, [digest of each upstream job's outputs],
+                  [digest of the weights file it starts from, the shipped one for ``weights: default``])
 
-so editing a notebook or a parameter reruns that job and everything downstream, and a rerun after
+so editing a notebook or a parameter, or shipping new weights, reruns that job and everything
+downstream, and a rerun after
 an interruption continues where it stopped. Code changes inside ``savfi_core`` are not hashed:
 rerun with ``--force`` after changing the library.
 
@@ -438,6 +440,23 @@ def _input_references(value: Any) -> list[tuple[str, str]]:
     raise TypeError(f"input reference must be (job_id, file), a list or a dict of them, got {value!r}")
 
 
+def _weights_file_digest(parameters: dict[str, Any]) -> str | None:
+    """sha256 of the weights file a job starts from (``weights: default`` is the shipped file of
+    its backbone and size), so that new shipped weights rerun the jobs that read them."""
+    weights = parameters.get("weights")
+    if not isinstance(weights, str):
+        return None
+    if weights == "default":
+        from savfi_core.backbones import default_weights_path
+
+        if "backbone" not in parameters:
+            return None
+        path = Path(default_weights_path(parameters["backbone"], parameters.get("size", "tiny")))
+    else:
+        path = Path(weights)
+    return _file_sha256(path) if path.is_file() else None
+
+
 def job_hash(job: Job, upstream_digests: dict[str, str]) -> str:
     """sha256 of stage, notebook content, parameters and the upstream outputs (see module doc)."""
     payload = {
@@ -447,6 +466,9 @@ def job_hash(job: Job, upstream_digests: dict[str, str]) -> str:
         "inputs": {name: [list(ref) for ref in _input_references(value)] for name, value in sorted(job.inputs.items())},
         "upstream": {job_id: upstream_digests[job_id] for job_id in sorted(job.depends_on)},
     }
+    weights = _weights_file_digest(job.parameters)
+    if weights is not None:  # only then, so hashes of jobs without a weights file stay as they were
+        payload["weights_file"] = weights
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

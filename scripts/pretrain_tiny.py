@@ -102,11 +102,10 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
     earlier_phases = []
     if arguments.init_from is not None:  # the weights went through an earlier phase first
         earlier = safe_load(arguments.init_from)
+        # its whole training configuration, so the phase can be rerun from this file alone
         earlier_phases.append({"checkpoint": arguments.init_from.name, "steps": int(earlier["step"]),
                                "wall_time_seconds": round(float(earlier["elapsed_seconds"]), 1),
-                               "optimizer": earlier["config"]["optimizer"], "lr": earlier["config"]["lr"],
-                               "batch_size": earlier["config"]["batch_size"], "crop_size": earlier["config"]["crop_size"],
-                               "seed": earlier["config"]["seed"]})
+                               "config": dict(earlier["config"])})
     weights_path = weights_path or default_weights_path(arguments.model, "tiny")
     atomic_save(model.state_dict(), weights_path)
     provenance = {

@@ -133,6 +133,27 @@ def test_grid_expands_into_jobs_with_dependencies(tmp_path):
     assert [job.job_id for job in select_jobs(jobs, ["evaluate-beta-pretrained"])] == ["pretrain-beta", "evaluate-beta-pretrained"]
 
 
+def test_job_hash_follows_the_content_of_the_weights_file_a_job_starts_from(tmp_path, monkeypatch):
+    """New shipped weights (``weights: default``) or a rewritten weights file must rerun the job."""
+    from savfi_core import grid
+
+    notebook = tmp_path / "stage.ipynb"
+    notebook.write_text("{}")
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"first")
+    job = grid.Job("evaluate-x", "evaluate", notebook, {"backbone": "sepconv", "size": "tiny", "weights": str(weights)})
+    first = grid.job_hash(job, {})
+    weights.write_bytes(b"second")
+    assert grid.job_hash(job, {}) != first
+    shipped = tmp_path / "shipped.pt"
+    shipped.write_bytes(b"one")
+    monkeypatch.setattr("savfi_core.backbones.default_weights_path", lambda name, size: shipped)
+    default_job = grid.Job("evaluate-y", "evaluate", notebook, {"backbone": "sepconv", "size": "tiny", "weights": "default"})
+    before = grid.job_hash(default_job, {})
+    shipped.write_bytes(b"two")
+    assert grid.job_hash(default_job, {}) != before
+
+
 def test_grid_errors_name_the_file_and_key(tmp_path):
     path = write_grid(tmp_path, evaluate={"datasets": [], "protocols": ["basline"], "inner_steps": [1]})
     with pytest.raises(GridError, match=r"tiny\.yaml.*basline"):
