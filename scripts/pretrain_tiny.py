@@ -91,6 +91,27 @@ def git_commit() -> str:
     return commit + ("+uncommitted-changes" if dirty.stdout.strip() else "")
 
 
+def phase_record_path(checkpoint_path: Path) -> Path:
+    """Sidecar of a checkpoint: the command line that trains it and the checkpoint it started from."""
+    return checkpoint_path.with_name(checkpoint_path.name + ".phase.json")
+
+
+def earlier_phase_chain(init_from: Path | None) -> list[dict]:
+    """Every phase the weights went through before this one, oldest first: each checkpoint's
+    steps, wall time, whole training configuration and command line, following the
+    ``init_from`` links of the phase records back to a run from scratch."""
+    phases = []
+    while init_from is not None:
+        earlier = safe_load(init_from)
+        record_path = phase_record_path(init_from)
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        phases.insert(0, {"checkpoint": init_from.name, "steps": int(earlier["step"]),
+                          "wall_time_seconds": round(float(earlier["elapsed_seconds"]), 1),
+                          "config": dict(earlier["config"]), "command": record.get("command", "not recorded")})
+        init_from = (REPO_ROOT / record["init_from"]) if record.get("init_from") else None  # relative to the repository
+    return phases
+
+
 def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Path | None = None) -> Path:
     """Write the plain state_dict and its provenance JSON (into the package unless
     ``weights_path`` is given); return the .pt path."""
@@ -99,13 +120,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
     scores = validate_model(model, test_dataset)  # every sample of the held-out split
     gain = scores["val_psnr"] - scores["val_average_psnr"]
     curve = saved["curve"]
-    earlier_phases = []
-    if arguments.init_from is not None:  # the weights went through an earlier phase first
-        earlier = safe_load(arguments.init_from)
-        # its whole training configuration, so the phase can be rerun from this file alone
-        earlier_phases.append({"checkpoint": arguments.init_from.name, "steps": int(earlier["step"]),
-                               "wall_time_seconds": round(float(earlier["elapsed_seconds"]), 1),
-                               "config": dict(earlier["config"])})
+    earlier_phases = earlier_phase_chain(arguments.init_from)
     weights_path = weights_path or default_weights_path(arguments.model, "tiny")
     atomic_save(model.state_dict(), weights_path)
     provenance = {
@@ -114,8 +129,9 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "parameters": count_parameters(model),
         "weights": weights_path.name,
         "training_data": "savfi embedded clips, split='train' (scenes bikes1, bikes3, bikes5, bikes6, bunny; "
-        "256 septuplets, query triplets t-1, t+1 -> t), crops (a share uniform, the rest motion-aware), "
-        "random horizontal flip and input swap",
+        "256 septuplets, "
+        + ("every consecutive triplet t-1, t+1 -> t of each" if saved["config"].get("all_triplets") else "query triplets t-1, t+1 -> t")
+        + "), crops (a share uniform, the rest motion-aware), random horizontal flip and input swap",
         "uniform_crop_fraction": arguments.uniform_crop_fraction,
         "test_data": f"savfi embedded clips, split='test' (scenes bikes2, bikes4, carphone; {len(test_dataset)} "
         "non-overlapping septuplets, full frames, query triplet t-1, t+1 -> t)",
@@ -172,6 +188,11 @@ def main(argv=None) -> None:
     train_dataset = open_dataset("clips", split="train", augment=False)
     test_dataset = open_dataset("clips", split="test")
     model = create_model(arguments.model, size="tiny")
+    checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    phase_record_path(checkpoint_path).write_text(json.dumps({
+        "command": "python scripts/pretrain_tiny.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "init_from": str(arguments.init_from) if arguments.init_from else None,
+    }, indent=2) + "\n")
     if arguments.init_from is not None and not checkpoint_path.is_file():
         model.load_state_dict(safe_load(arguments.init_from)["state"]["model"])
         print(f"initialized from {arguments.init_from}", flush=True)

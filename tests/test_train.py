@@ -252,3 +252,21 @@ def test_stop_when_ends_training_at_a_checkpointed_validation(tmp_path):
     from savfi_core.checkpoint import safe_load
 
     assert safe_load(tmp_path / "s.pt")["step"] == 4
+
+
+def test_pretrain_tiny_records_every_earlier_phase_oldest_first(tmp_path, monkeypatch):
+    """The provenance of shipped weights lists each phase they went through (steps, config,
+    command), following the phase records' init_from links back to the run from scratch."""
+    import json
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import pretrain_tiny
+
+    monkeypatch.setattr(pretrain_tiny, "REPO_ROOT", tmp_path)
+    run_pretrain(tmp_path / "first.pt", steps=2)
+    run_pretrain(tmp_path / "second.pt", steps=3, lr=1e-4)
+    pretrain_tiny.phase_record_path(tmp_path / "first.pt").write_text(json.dumps({"command": "cmd one", "init_from": None}))
+    pretrain_tiny.phase_record_path(tmp_path / "second.pt").write_text(json.dumps({"command": "cmd two", "init_from": "first.pt"}))
+    chain = pretrain_tiny.earlier_phase_chain(tmp_path / "second.pt")
+    assert [(phase["checkpoint"], phase["steps"], phase["command"], phase["config"]["lr"]) for phase in chain] == [
+        ("first.pt", 2, "cmd one", 1e-3), ("second.pt", 3, "cmd two", 1e-4)]
