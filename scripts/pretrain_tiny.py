@@ -85,9 +85,12 @@ def machine_description(threads: int) -> dict:
 
 
 def git_commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    # the last commit that changed the code (not the shipped weights), so that committing the
+    # weights this run writes does not leave the provenance pointing at an older HEAD
+    result = subprocess.run(["git", "log", "-1", "--format=%H", "--", "savfi_core", "scripts", ":(exclude)savfi_core/weights"],
+                            cwd=REPO_ROOT, capture_output=True, text=True)
     commit = result.stdout.strip() if result.returncode == 0 else "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "savfi_core/train", "savfi_core/backbones", "savfi_core/kernels", "savfi_core/data"], cwd=REPO_ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "savfi_core/train", "savfi_core/backbones", "savfi_core/kernels", "savfi_core/data", "scripts"], cwd=REPO_ROOT, capture_output=True, text=True)
     return commit + ("+uncommitted-changes" if dirty.stdout.strip() else "")
 
 
