@@ -1,0 +1,98 @@
+"""Where the shipped tiny weights stand on the held-out clips, scene by scene, against two references.
+
+    python benchmarks/heldout_per_scene.py > benchmarks/heldout-per-scene-cpu.md
+
+For each test scene (bikes2, bikes4, carphone; the 30 septuplets of ``open_dataset("clips",
+split="test")``, query triplet t-1, t+1 -> t, full frames) it prints the mean PSNR of frame
+averaging and the mean gain over it of:
+
+- every shipped tiny backbone (``create_model(name, size="tiny", weights="default")``);
+- a block-matching oracle, an estimate of the headroom: for every 8x8 block it picks, among the
+  symmetric integer shifts s in [-4, 4]^2, the blend (frame0(x - s) + frame1(x + s)) / 2 closest
+  to the ground truth. It sees the ground truth, so it is a reference, not a method: it shows how
+  much a network that only had to find each block's linear motion could gain.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from savfi_core.backbones import create_model, list_models
+from savfi_core.data import open_dataset
+from savfi_core.metrics import psnr
+
+
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def block_oracle(frame0: torch.Tensor, frame1: torch.Tensor, target: torch.Tensor, radius: int = 4, block: int = 8) -> torch.Tensor:
+    """Per-block best symmetric integer shift of the two frames, judged against ``target`` ([3,H,W])."""
+    height, width = target.shape[-2:]
+    padded0 = F.pad(frame0[None], (radius,) * 4, mode="replicate")[0]
+    padded1 = F.pad(frame1[None], (radius,) * 4, mode="replicate")[0]
+    best, best_error = None, None
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            blend = (padded0[:, radius - dy:radius - dy + height, radius - dx:radius - dx + width]
+                     + padded1[:, radius + dy:radius + dy + height, radius + dx:radius + dx + width]) / 2
+            error = F.avg_pool2d((blend - target).abs().mean(0, keepdim=True)[None], block, ceil_mode=True)[0]
+            if best is None:
+                best, best_error = blend, error
+                continue
+            better = error < best_error
+            best_error = torch.where(better, error, best_error)
+            mask = better.repeat_interleave(block, -2).repeat_interleave(block, -1)[:, :height, :width]
+            best = torch.where(mask, blend, best)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=list_models())
+    parser.add_argument("--threads", type=int, default=1)
+    arguments = parser.parse_args()
+    torch.set_num_threads(arguments.threads)
+    dataset = open_dataset("clips", split="test")
+    models = {name: create_model(name, size="tiny", weights="default").eval() for name in arguments.models}
+    rows = []
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            middle = sample.target_index
+            frame0, target, frame1 = sample.frames[middle - 1], sample.frames[middle], sample.frames[middle + 1]
+            average = float(psnr((frame0 + frame1) / 2, target))
+            row = {"scene": str(sample.name).split(":")[0], "frame averaging": average,
+                   "block oracle (sees GT)": float(psnr(block_oracle(frame0, frame1, target), target)) - average}
+            for name, model in models.items():
+                row[name] = float(psnr(model(frame0[None], frame1[None]).pred[0].clamp(0, 1), target)) - average
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    per_scene = table.groupby("scene").mean()
+    per_scene.loc["all (mean of 30)"] = table.drop(columns="scene").mean()
+    per_scene.insert(0, "septuplets", list(table.groupby("scene").size()) + [len(table)])
+    print("# Held-out clips, per scene: frame-averaging PSNR and gains over it (dB)\n")
+    print(f"`python benchmarks/heldout_per_scene.py`, {datetime.date.today().isoformat()}, "
+          f"{cpu_model()} ({os.cpu_count()} cores), torch {torch.__version__}, {arguments.threads} thread(s).\n")
+    columns = list(per_scene.columns)
+    print("| scene | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for scene, values in per_scene.iterrows():
+        cells = [f"{int(values['septuplets'])}", f"{values['frame averaging']:.3f}"]
+        cells += [f"{values[column]:+.3f}" for column in columns[2:]]
+        print(f"| {scene} | " + " | ".join(cells) + " |")
+    print("\nFrame averaging is in dB; every other column is the mean paired gain over it. The block oracle "
+          "sees the ground truth (see the script's docstring): it marks headroom, not a method.")
+
+
+if __name__ == "__main__":
+    main()
