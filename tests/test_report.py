@@ -86,9 +86,15 @@ def test_tables_bold_the_best_method_per_row(metrics, tmp_path):
 
     written = write_report(metrics, tmp_path / "out")
     tex = written["table_tex"].read_text()
-    assert "\\begin{tabular}" in tex and "\\textbf{" in tex and tex.count("\\begin{table}") == 2
+    assert "\\begin{tabular}" in tex and "\\textbf{" in tex and tex.count("\\begin{table}") == 3
     text = written["table_md"].read_text()
     assert "Paired gain over the baseline" in text and "+1.00" in text
+    # meta-training against plain fine-tuning: sepconv MAML 1.0 - 0.3, dvf MAML 0.2 - 0.8
+    over_finetuning = pd.read_csv(tmp_path / "out" / "gains_over_finetune.csv").set_index(["backbone", "method"])
+    assert sorted(over_finetuning.index.get_level_values("method").unique()) == ["maml", "metasgd"]
+    assert over_finetuning.loc[("sepconv", "maml"), "gain"] == pytest.approx(0.7, abs=0.02)
+    assert over_finetuning.loc[("dvf", "maml"), "gain"] == pytest.approx(-0.6, abs=0.02)
+    assert "over plain fine-tuning at test time" in text
     tidy = pd.read_csv(written["metrics"])
     assert list(tidy.columns) == ["backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed", "psnr", "ssim", "adapt_seconds"]
     assert len(tidy) == len(metrics)
