@@ -131,6 +131,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "size": "tiny",
         "parameters": count_parameters(model),
         "weights": weights_path.name,
+        "checkpoint": checkpoint_path.name,  # the training run's checkpoint (and .curve.csv) it came from
         "training_data": "savfi embedded clips, split='train' (scenes bikes1, bikes3, bikes5, bikes6, bunny; "
         "256 septuplets, "
         + ("every consecutive triplet t-1, t+1 -> t of each" if saved["config"].get("all_triplets") else "query triplets t-1, t+1 -> t")
