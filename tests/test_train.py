@@ -270,3 +270,24 @@ def test_pretrain_tiny_records_every_earlier_phase_oldest_first(tmp_path, monkey
     chain = pretrain_tiny.earlier_phase_chain(tmp_path / "second.pt")
     assert [(phase["checkpoint"], phase["steps"], phase["command"], phase["config"]["lr"]) for phase in chain] == [
         ("first.pt", 2, "cmd one", 1e-3), ("second.pt", 3, "cmd two", 1e-4)]
+
+
+def test_pretrain_curve_figure_joins_phases_on_one_step_axis(tmp_path):
+    """scripts/plot_pretrain_curves.py: a second phase continues the first's step count."""
+    for stem, gains in (("first", [-0.5, 0.1]), ("second", [0.2, 0.25])):
+        pd.DataFrame({"step": [1, 2, 3, 4], "loss": [0.1] * 4, "val_psnr": [float("nan"), 30 + gains[0], float("nan"), 30 + gains[1]],
+                      "val_average_psnr": [float("nan"), 30.0, float("nan"), 30.0]}).to_csv(tmp_path / f"{stem}.curve.csv", index=False)
+    figure, table = tmp_path / "curves.png", tmp_path / "curves.csv"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "plot_pretrain_curves.py"), "--chain", "toy=first,second",
+                             "--runs", str(tmp_path), "--figure", str(figure), "--table", str(table)],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    points = pd.read_csv(table)
+    assert points["cumulative_step"].tolist() == [2, 4, 6, 8]
+    assert points["phase"].tolist() == [1, 1, 2, 2]
+    assert points["gain_db"].tolist() == pytest.approx([-0.5, 0.1, 0.2, 0.25])
+    assert figure.stat().st_size > 5000
+    missing = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "plot_pretrain_curves.py"), "--chain", "toy=first,absent",
+                              "--runs", str(tmp_path), "--figure", str(figure), "--table", str(table)],
+                             capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert missing.returncode != 0 and "absent.curve.csv" in missing.stderr
