@@ -231,5 +231,6 @@ def main(argv=None) -> None:
     else:
         ship(model, arguments, checkpoint_path, test_dataset)
 
+
 if __name__ == "__main__":
     main()
