@@ -356,7 +356,8 @@ def qualitative_choices(metrics: pd.DataFrame, baseline: str = "baseline", count
     """The (backbone, dataset, sequence, best adapted method) with the largest PSNR gains over the
     baseline: one per backbone first, then the next largest, ``count`` in all."""
     sequences = per_sequence(metrics, "psnr")
-    adapted = sequences[~sequences["method"].isin([baseline, "retrained"])]
+    # only adapted networks: re-training has no adaptation, and frame averaging has no crops to show
+    adapted = sequences[~sequences["method"].isin([baseline, "retrained", "frame_average"])]
     base = sequences[sequences["method"] == baseline][[*GROUP_COLUMNS, "sequence", "psnr"]].rename(columns={"psnr": "baseline_psnr"})
     joined = adapted.merge(base, on=[*GROUP_COLUMNS, "sequence"])
     if joined.empty:

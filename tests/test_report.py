@@ -130,3 +130,13 @@ def test_missing_columns_name_the_file(tmp_path):
         load_metrics([path])
     with pytest.raises(ReportError, match="not found"):
         load_metrics([tmp_path / "absent"])
+
+
+def test_qualitative_strips_show_adapted_methods_only(metrics):
+    """Frame averaging may beat the baseline by most, but it has no crops to show: never chosen."""
+    from savfi_core.report import qualitative_choices
+
+    averaging = metrics[metrics["method"] == "baseline"].copy()
+    averaging["method"], averaging["protocol"], averaging["psnr"] = "frame_average", "frame_average", averaging["psnr"] + 5
+    choices = qualitative_choices(pd.concat([metrics, averaging], ignore_index=True), count=2)
+    assert len(choices) == 2 and set(choices["method"]) <= {"finetune", "maml", "metasgd"}
