@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 
 import pandas as pd
 import torch
@@ -27,12 +26,7 @@ from savfi_core.backbones import create_model, list_models
 from savfi_core.data import open_dataset
 from savfi_core.metrics import psnr
 
-
-def cpu_model() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+from backbones import machine_description  # benchmarks/backbones.py, beside this script
 
 
 def block_oracle(frame0: torch.Tensor, frame1: torch.Tensor, target: torch.Tensor, radius: int = 4, block: int = 8) -> torch.Tensor:
@@ -82,7 +76,7 @@ def main() -> None:
     per_scene.insert(0, "septuplets", list(table.groupby("scene").size()) + [len(table)])
     print("# Held-out clips, per scene: frame-averaging PSNR and gains over it (dB)\n")
     print(f"`python benchmarks/heldout_per_scene.py`, {datetime.date.today().isoformat()}, "
-          f"{cpu_model()} ({os.cpu_count()} cores), torch {torch.__version__}, {arguments.threads} thread(s).\n")
+          f"{machine_description()}, {os.cpu_count()} cores.\n")
     columns = list(per_scene.columns)
     print("| scene | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
