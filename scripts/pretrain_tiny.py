@@ -56,6 +56,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--min-lr", type=float, default=0.0, help="where the cosine schedule ends")
     parser.add_argument("--all-triplets", action="store_true",
                         help="train on every consecutive triplet of each septuplet, not only the query one")
+    parser.add_argument("--flow-teacher-weight", type=float, default=0.0,
+                        help="weight of the bilateral block-matching motion target (savfi_core.train.flow_teacher); "
+                        "flow backbones only, 0 = none")
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-every", type=int, default=100)
@@ -157,6 +160,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "min_lr": saved["config"].get("min_lr", 0.0),
         "all_triplets": bool(saved["config"].get("all_triplets", False)),
         "max_grad_norm": arguments.max_grad_norm,
+        "flow_teacher": saved["config"].get("flow_teacher"),
         "seed": arguments.seed,
         "wall_time_seconds": round(float(saved["elapsed_seconds"]), 1),
         "machine": machine_description(arguments.threads),
@@ -172,6 +176,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         f"--optimizer {saved['config']['optimizer']} --seed {arguments.seed} --val-every {arguments.val_every} "
         f"--uniform-crop-fraction {arguments.uniform_crop_fraction} --max-grad-norm {arguments.max_grad_norm} "
         f"--lr-schedule {arguments.lr_schedule} --min-lr {arguments.min_lr}{' --all-triplets' if arguments.all_triplets else ''}"
+        f"{' --flow-teacher-weight ' + str(arguments.flow_teacher_weight) if arguments.flow_teacher_weight else ''}"
         f"{' --init-from ' + str(arguments.init_from) if arguments.init_from else ''}",
     }
     provenance_path = weights_path.with_suffix(".json")
@@ -220,6 +225,7 @@ def main(argv=None) -> None:
         max_grad_norm=arguments.max_grad_norm,
         lr_schedule=arguments.lr_schedule,
         min_lr=arguments.min_lr,
+        flow_teacher_weight=arguments.flow_teacher_weight,
         progress=True,
         log=lambda message: print(message, flush=True),
     )

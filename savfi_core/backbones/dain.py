@@ -273,6 +273,9 @@ class DAIN(InterpolationModel):
             pred=pred,
             aux={
                 "blend": blend,
+                # PWC-Net's F_0->1 and F_1->0 before projection (motion supervision in pretraining)
+                "flow_0_1": flow[:batch],
+                "flow_1_0": flow[batch:],
                 "flow_t0": flow_t0,
                 "flow_t1": flow_t1,
                 "log_depth0": log_depth[:batch],

@@ -167,7 +167,10 @@ class RRIN(InterpolationModel):
         self.refine_flow.last.bias.fill_(0.5)
 
     def interpolate(self, frame0: Tensor, frame1: Tensor) -> InterpolationOutput:
-        """Padded frames [B,3,H,W] in [0,1] (H, W multiples of 16) -> clamped middle frame."""
+        """Padded frames [B,3,H,W] in [0,1] (H, W multiples of 16) -> clamped middle frame.
+
+        aux: 'flow_0_1', 'flow_1_0', the first U-Net's F_0->1 and F_1->0 in pixels (unused by the loss).
+        """
         t = self.config.time
         frames = torch.cat([frame0, frame1], dim=1)
         flows = self.Flow_L(frames)
@@ -184,7 +187,8 @@ class RRIN(InterpolationModel):
         weight1 = t * mask[:, 1:2]
         blend = (weight0 * warped0 + weight1 * warped1) / (weight0 + weight1 + 1e-8)
         prediction = self.final(torch.cat([frame0, frame1, blend], dim=1)) + blend
-        return InterpolationOutput(pred=prediction.clamp(0, 1))
+        # the flows are exposed for motion supervision in pretraining (savfi_core.train.flow_teacher)
+        return InterpolationOutput(pred=prediction.clamp(0, 1), aux={"flow_0_1": flow01, "flow_1_0": flow10})
 
     def loss(self, output: InterpolationOutput, target: Tensor) -> dict[str, Tensor]:
         """The authors' '1*L1': mean |pred - target|."""

@@ -30,7 +30,7 @@ from savfi_core.train.common import DivergenceGuard, capture_rng_states, restore
 
 # Settings that must not change between a run and its resumption, or the resumed run would not
 # continue the same experiment. (``steps`` may grow: resuming to a later step is the point.)
-RESUME_CRITICAL = ("kind", "seed", "batch_size", "optimizer", "lr", "crop_size", "crop_candidates", "uniform_crop_fraction", "all_triplets", "lr_schedule", "min_lr", "schedule_steps")
+RESUME_CRITICAL = ("kind", "seed", "batch_size", "optimizer", "lr", "crop_size", "crop_candidates", "uniform_crop_fraction", "all_triplets", "lr_schedule", "min_lr", "schedule_steps", "flow_teacher")
 
 
 class ResumeMismatchError(ValueError):

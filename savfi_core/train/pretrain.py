@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from savfi_core.train.common import DivergenceGuard, sample_triplet_batch, validate_model
+from savfi_core.train.flow_teacher import bilateral_displacement, flow_teacher_loss
 from savfi_core.train.loop import run_training
 
 # Optimizer and learning rate of each network's original training, used unless configured.
@@ -61,6 +62,9 @@ def pretrain(
     max_grad_norm: float | None = 1.0,
     lr_schedule: str = "constant",
     min_lr: float = 0.0,
+    flow_teacher_weight: float = 0.0,
+    flow_teacher_radius: int = 6,
+    flow_teacher_window: int = 15,
     jump_factor: float = 5.0,
     guard_window: int = 50,
     rollback_after: int = 20,
@@ -80,6 +84,11 @@ def pretrain(
     one scheduler step per loop step, skipped ones included, so the rate depends only on the step).
     A fixed budget with a cosine decay ends on a settled checkpoint, which is the one to ship:
     nothing has to be picked from a noisy curve.
+    flow_teacher_weight: when > 0, adds ``flow_teacher_weight * mean|flow - factor * s|`` (the
+    ``flow_teacher`` term) for each motion field of the backbone's output, with s the bilateral
+    block-matching displacement of the training crop (:mod:`savfi_core.train.flow_teacher`, search
+    radius ``flow_teacher_radius``, box ``flow_teacher_window``). A warm-up for the flow backbones;
+    a backbone without a motion field raises ValueError at the first step.
     Divergence guard: a step whose loss is not finite or exceeds ``jump_factor`` times the median
     of the last ``guard_window`` accepted losses is skipped (no update; BatchNorm running
     statistics of its forward pass do change); gradients are clipped to ``max_grad_norm`` (L2
@@ -107,6 +116,8 @@ def pretrain(
         torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=steps, eta_min=min_lr)
         if lr_schedule == "cosine" else None
     )
+    if flow_teacher_weight < 0:
+        raise ValueError(f"flow_teacher_weight must be >= 0, got {flow_teacher_weight}")
     guard = DivergenceGuard(jump_factor=jump_factor, window=guard_window, rollback_after=rollback_after)
     model.train()
 
@@ -115,7 +126,12 @@ def pretrain(
             train_dataset, batch_size, sampler, crop_size, crop_candidates, all_triplets, augment, uniform_crop_fraction
         )
         model.train()
-        terms = model.loss(model(frame0, frame1), target)
+        output = model(frame0, frame1)
+        terms = dict(model.loss(output, target))
+        if flow_teacher_weight > 0:
+            displacement = bilateral_displacement(frame0, frame1, flow_teacher_radius, flow_teacher_window)
+            terms["flow_teacher"] = flow_teacher_weight * flow_teacher_loss(output.aux, displacement)
+            terms["total"] = terms["total"] + terms["flow_teacher"]
         loss = terms["total"]
         row: dict[str, Any] = {"loss": float(loss.detach())}
         row.update({f"loss_{name}": float(value.detach()) for name, value in terms.items() if name != "total"})
@@ -168,6 +184,10 @@ def pretrain(
         # a cosine decay is laid out over the whole budget, so its budget may not change on resume
         "schedule_steps": steps if lr_schedule == "cosine" else None,
         "jump_factor": jump_factor,
+        "flow_teacher": (
+            {"weight": flow_teacher_weight, "radius": flow_teacher_radius, "window": flow_teacher_window}
+            if flow_teacher_weight > 0 else None
+        ),
     }
     return run_training(
         kind="pretrain",
