@@ -11,6 +11,13 @@ averaging and the mean gain over it of:
   symmetric integer shifts s in [-4, 4]^2, the blend (frame0(x - s) + frame1(x + s)) / 2 closest
   to the ground truth. It sees the ground truth, so it is a reference, not a method: it shows how
   much a network that only had to find each block's linear motion could gain.
+- classical bilateral block matching (``savfi_core.train.flow_teacher``), which needs no ground
+  truth: per pixel, the symmetric whole-pixel shift in [-6, 6]^2 whose two samples agree best over
+  a 15x15 box. A method, and the motion teacher ``pretrain(flow_teacher_weight=...)`` can use.
+
+A second table compares the size of the motion each flow backbone's fields encode (mean |field /
+factor|, in pixels between the middle frame and either input, see ``model_motion_fields``) with
+the size of the motion the block matching finds: a network that learned no motion shows ~0.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import torch.nn.functional as F
 from savfi_core.backbones import create_model, list_models
 from savfi_core.data import open_dataset
 from savfi_core.metrics import psnr
+from savfi_core.train.flow_teacher import bilateral_displacement, bilateral_middle, model_motion_fields
 
 from backbones import machine_description  # benchmarks/backbones.py, beside this script
 
@@ -58,18 +66,29 @@ def main() -> None:
     torch.set_num_threads(arguments.threads)
     dataset = open_dataset("clips", split="test")
     models = {name: create_model(name, size="tiny", weights="default").eval() for name in arguments.models}
-    rows = []
+    rows, motion_rows = [], []
     with torch.no_grad():
         for index in range(len(dataset)):
             sample = dataset[index]
             middle = sample.target_index
             frame0, target, frame1 = sample.frames[middle - 1], sample.frames[middle], sample.frames[middle + 1]
             average = float(psnr((frame0 + frame1) / 2, target))
-            row = {"scene": str(sample.name).split(":")[0], "frame averaging": average,
-                   "block oracle (sees GT)": float(psnr(block_oracle(frame0, frame1, target), target)) - average}
+            scene = str(sample.name).split(":")[0]
+            displacement = bilateral_displacement(frame0[None], frame1[None])
+            row = {"scene": scene, "frame averaging": average,
+                   "block oracle (sees GT)": float(psnr(block_oracle(frame0, frame1, target), target)) - average,
+                   "block matching (no GT)": float(psnr(bilateral_middle(frame0[None], frame1[None], displacement)[0], target)) - average}
+            motion = {"scene": scene, "block matching": float(displacement.norm(dim=1).mean())}
             for name, model in models.items():
-                row[name] = float(psnr(model(frame0[None], frame1[None]).pred[0].clamp(0, 1), target)) - average
+                output = model(frame0[None], frame1[None])
+                row[name] = float(psnr(output.pred[0].clamp(0, 1), target)) - average
+                try:
+                    fields = model_motion_fields(output.aux)
+                except ValueError:  # SepConv, CAIN: no motion field
+                    continue
+                motion[name] = sum(float((field / factor).norm(dim=1).mean()) for _, field, factor in fields) / len(fields)
             rows.append(row)
+            motion_rows.append(motion)
     table = pd.DataFrame(rows)
     per_scene = table.groupby("scene").mean()
     per_scene.loc["all (mean of 30)"] = table.drop(columns="scene").mean()
@@ -85,7 +104,17 @@ def main() -> None:
         cells += [f"{values[column]:+.3f}" for column in columns[2:]]
         print(f"| {scene} | " + " | ".join(cells) + " |")
     print("\nFrame averaging is in dB; every other column is the mean paired gain over it. The block oracle "
-          "sees the ground truth (see the script's docstring): it marks headroom, not a method.")
+          "sees the ground truth (see the script's docstring): it marks headroom, not a method. The block matching "
+          "does not: it is a classical method.")
+    motion = pd.DataFrame(motion_rows).groupby("scene").mean()
+    motion.loc["all (mean of 30)"] = pd.DataFrame(motion_rows).drop(columns="scene").mean()
+    print("\n## Size of the motion found: mean |displacement| between the middle frame and an input (pixels)\n")
+    print("| scene | " + " | ".join(motion.columns) + " |")
+    print("|---|" + "---:|" * len(motion.columns))
+    for scene, values in motion.iterrows():
+        print(f"| {scene} | " + " | ".join(f"{value:.2f}" for value in values) + " |")
+    print("\nBlock matching: the shift it picks per pixel. A flow backbone: its motion fields divided by their "
+          "factor (F_0->1 / 2, -F_1->0 / 2, DVF's d), averaged over its fields.")
 
 
 if __name__ == "__main__":
