@@ -87,8 +87,8 @@ def pretrain(
     flow_teacher_weight: when > 0, adds ``flow_teacher_weight * mean|flow - factor * s|`` (the
     ``flow_teacher`` term) for each motion field of the backbone's output, with s the bilateral
     block-matching displacement of the training crop (:mod:`savfi_core.train.flow_teacher`, search
-    radius ``flow_teacher_radius``, box ``flow_teacher_window``). A warm-up for the flow backbones;
-    a backbone without a motion field raises ValueError at the first step.
+    radius ``flow_teacher_radius``, box ``flow_teacher_window``). For the flow backbones only (its
+    measured effect is in the README); a backbone without a motion field raises ValueError at the first step.
     Divergence guard: a step whose loss is not finite or exceeds ``jump_factor`` times the median
     of the last ``guard_window`` accepted losses is skipped (no update; BatchNorm running
     statistics of its forward pass do change); gradients are clipped to ``max_grad_norm`` (L2
