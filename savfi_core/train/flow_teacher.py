@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from savfi_core.kernels import backwarp
+
 
 def bilateral_displacement(
     frame0: Tensor, frame1: Tensor, radius: int = 6, window: int = 15, distance_penalty: float = 0.001
@@ -73,18 +75,11 @@ def _box_mean(values: Tensor, window: int, dim: int) -> Tensor:
 
 
 def bilateral_middle(frame0: Tensor, frame1: Tensor, displacement: Tensor) -> Tensor:
-    """(frame0(x - d) + frame1(x + d)) / 2 for whole-pixel d [B,2,H,W], borders replicated."""
-    height, width = frame0.shape[-2:]
-    rows = torch.arange(height, device=frame0.device).view(1, height, 1)
-    columns = torch.arange(width, device=frame0.device).view(1, 1, width)
-    shift_x, shift_y = displacement[:, 0].long(), displacement[:, 1].long()
+    """(frame0(x - d) + frame1(x + d)) / 2 for whole-pixel d [B,2,H,W], borders replicated.
 
-    def sample(frame: Tensor, sign: int) -> Tensor:
-        index = ((rows + sign * shift_y).clamp(0, height - 1) * width + (columns + sign * shift_x).clamp(0, width - 1))
-        flat = frame.reshape(frame.shape[0], frame.shape[1], -1)
-        return flat.gather(2, index.reshape(index.shape[0], 1, -1).expand(-1, frame.shape[1], -1)).reshape(frame.shape)
-
-    return (sample(frame0, -1) + sample(frame1, +1)) / 2
+    ``backwarp`` with border padding at whole-pixel offsets is an exact gather of clamped pixels.
+    """
+    return (backwarp(frame0, -displacement, padding_mode="border") + backwarp(frame1, displacement, padding_mode="border")) / 2
 
 
 def model_motion_fields(aux: dict[str, Tensor]) -> list[tuple[str, Tensor, float]]:
