@@ -87,13 +87,17 @@ def machine_description(threads: int) -> dict:
     return description
 
 
+# The code a training run depends on: the package and these scripts, not the shipped weights.
+CODE_PATHSPEC = ["savfi_core", "scripts", ":(exclude)savfi_core/weights"]
+
+
 def git_commit() -> str:
     # the last commit that changed the code (not the shipped weights), so that committing the
-    # weights this run writes does not leave the provenance pointing at an older HEAD
-    result = subprocess.run(["git", "log", "-1", "--format=%H", "--", "savfi_core", "scripts", ":(exclude)savfi_core/weights"],
-                            cwd=REPO_ROOT, capture_output=True, text=True)
+    # weights this run writes does not leave the provenance pointing at an older HEAD; the dirty
+    # check looks at the same paths, so the suffix and the commit describe the same code
+    result = subprocess.run(["git", "log", "-1", "--format=%H", "--", *CODE_PATHSPEC], cwd=REPO_ROOT, capture_output=True, text=True)
     commit = result.stdout.strip() if result.returncode == 0 else "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "savfi_core/train", "savfi_core/backbones", "savfi_core/kernels", "savfi_core/data", "scripts"], cwd=REPO_ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHSPEC], cwd=REPO_ROOT, capture_output=True, text=True)
     return commit + ("+uncommitted-changes" if dirty.stdout.strip() else "")
 
 
