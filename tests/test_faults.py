@@ -204,3 +204,159 @@ def procs_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# --------------------------------------------------------------------------------------------
+# The slow-motion CLI (savfi_core.interpolate)
+# --------------------------------------------------------------------------------------------
+
+CLI = ["--model", "sepconv", "--size", "tiny", "--weights", "none", "--no-adapt"]
+
+
+def _write_frames(folder: Path, count: int, size=(32, 48), seed=0) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = np.random.default_rng(seed)
+    for index in range(count):
+        Image.fromarray(generator.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"in_{index:03d}.png")
+    return folder
+
+
+@pytest.fixture
+def interpolate_main():
+    from savfi_core.interpolate import main
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield main
+    torch.set_num_threads(previous)
+
+
+def test_existing_frame_folder_is_refused_then_wholly_replaced_with_overwrite(tmp_path, interpolate_main, capsys):
+    frames = _write_frames(tmp_path / "in", 3)
+    output = tmp_path / "out"
+    assert interpolate_main([str(_write_frames(tmp_path / "long", 6)), *CLI, "--out", str(output)]) == 0
+    assert len(list(output.iterdir())) == 11  # 6 inputs -> 11 frames, an earlier run's output
+
+    assert interpolate_main([str(frames), *CLI, "--out", str(output)]) == 2
+    assert f"savfi: error: {output}: output folder is not empty; pass --overwrite" in capsys.readouterr().err
+    assert len(list(output.iterdir())) == 11  # untouched
+
+    assert interpolate_main([str(frames), *CLI, "--out", str(output), "--overwrite"]) == 0
+    assert sorted(path.name for path in output.iterdir()) == [f"frame_{index:06d}.png" for index in range(5)]
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no temporary left
+
+
+def test_existing_video_is_refused_then_replaced_with_overwrite(tmp_path, interpolate_main, capsys):
+    import av
+
+    frames = _write_frames(tmp_path / "in", 3)
+    output = tmp_path / "out.mp4"
+    output.write_bytes(b"an earlier video")
+    assert interpolate_main([str(frames), *CLI, "--out", str(output)]) == 2
+    assert f"savfi: error: {output}: output video exists" in capsys.readouterr().err
+    assert output.read_bytes() == b"an earlier video"
+    assert interpolate_main([str(frames), *CLI, "--out", str(output), "--overwrite"]) == 0
+    with av.open(str(output)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 5
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+
+
+def _faststart_mp4(path: Path, count: int) -> Path:
+    import av
+
+    generator = np.random.default_rng(1)
+    with av.open(str(path), mode="w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"crf": "30", "g": "5"}
+        for _ in range(count):
+            image = generator.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_truncated_faststart_video_is_reported_and_refused_with_strict(tmp_path, interpolate_main, capsys, caplog):
+    from savfi_core.interpolate import declared_frame_count
+
+    whole = _faststart_mp4(tmp_path / "whole.mp4", 40)
+    data = whole.read_bytes()
+    assert data[4:8] == b"ftyp" and data.find(b"moov") < data.find(b"mdat")  # faststart: index first
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    assert declared_frame_count(cut) == 40
+
+    assert interpolate_main([str(cut), *CLI, "--out", str(tmp_path / "out")]) == 0
+    err = caplog.text
+    assert f"{cut}: video is truncated: decoded " in err and " of the 40 frames its container declares" in err
+
+    assert interpolate_main([str(cut), *CLI, "--strict", "--out", str(tmp_path / "strict")]) == 2
+    assert f"savfi: error: {cut}: video is truncated" in capsys.readouterr().err
+    assert not (tmp_path / "strict").exists()
+    assert interpolate_main([str(whole), *CLI, "--strict", "--out", str(tmp_path / "whole_out")]) == 0  # not a false alarm
+
+
+def test_frames_of_mixed_sizes_name_the_file(tmp_path, interpolate_main, capsys):
+    from PIL import Image
+
+    frames = _write_frames(tmp_path / "in", 3)
+    Image.new("RGB", (40, 30)).save(frames / "in_002.png")
+    assert interpolate_main([str(frames), *CLI, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("savfi: error: ") and str(frames / "in_002.png") in err and "Traceback" not in err
+    with pytest.raises(Exception, match="in_002.png"):  # --debug: the exception itself
+        interpolate_main([str(frames), *CLI, "--out", str(tmp_path / "out"), "--debug"])
+
+
+@pytest.mark.parametrize("problem", ["read-only", "parent is a file", "bad suffix"])
+def test_unwritable_output_is_refused_before_any_frame_is_computed(tmp_path, interpolate_main, monkeypatch, capsys, problem):
+    import savfi_core.interpolate as interpolate
+
+    computed = []
+    monkeypatch.setattr(interpolate, "double_frame_rate", lambda *args, **kwargs: computed.append(1))
+    monkeypatch.setattr(interpolate, "read_input", lambda *args, **kwargs: computed.append("decoded"))
+    frames = _write_frames(tmp_path / "in", 3)
+    if problem == "read-only":  # as a read-only mount answers (chmod would not stop root)
+        import savfi_core.io_safety as io_safety
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(io_safety.tempfile, "mkstemp", read_only)
+        folder = tmp_path / "mounted"
+        folder.mkdir()
+        output = folder / "out.mp4"
+    elif problem == "parent is a file":
+        (tmp_path / "file").write_text("")
+        output = tmp_path / "file" / "out"
+    else:
+        output = tmp_path / "out.mp5"
+    assert interpolate_main([str(frames), *CLI, "--out", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("savfi: error: ") and str(output.parent if problem != "bad suffix" else output) in err
+    assert computed == []  # neither decoded nor computed
+
+
+def test_full_disk_while_writing_frames_keeps_the_previous_output(tmp_path, interpolate_main, monkeypatch, capsys):
+    from PIL import Image
+
+    frames = _write_frames(tmp_path / "in", 3)
+    output = tmp_path / "out"
+    assert interpolate_main([str(frames), *CLI, "--out", str(output)]) == 0
+    before = {path.name: path.read_bytes() for path in output.iterdir()}
+    saved = []
+    real_save = Image.Image.save
+
+    def save_until_full(self, path, *args, **kwargs):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_until_full)
+    assert interpolate_main([str(frames), *CLI, "--out", str(output), "--overwrite"]) == 2
+    assert f"savfi: error: {output}: no space left on device while writing it" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == before
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
