@@ -360,3 +360,43 @@ def test_full_disk_while_writing_frames_keeps_the_previous_output(tmp_path, inte
     assert f"savfi: error: {output}: no space left on device while writing it" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in output.iterdir()} == before
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+
+
+# --------------------------------------------------------------------------------------------
+# atomic_save on a full disk, and after a SIGKILL mid-write
+# --------------------------------------------------------------------------------------------
+
+
+def test_full_disk_during_atomic_save_leaves_no_partial_file_and_no_temporary(tmp_path, monkeypatch):
+    from savfi_core import checkpoint
+    from savfi_core.checkpoint import atomic_save, safe_load
+
+    target = tmp_path / "checkpoint.pt"
+    atomic_save({"step": 1}, target)
+    real_write = os.write
+
+    def write_then_fill_the_disk(descriptor, data):
+        real_write(descriptor, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_all", write_then_fill_the_disk)
+    with pytest.raises(OSError, match=f"no space left on device while writing {target}") as raised:
+        atomic_save({"step": 2, "weights": torch.zeros(1000)}, target)
+    assert raised.value.errno == errno.ENOSPC
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint.pt"]  # no temporary
+    assert safe_load(target) == {"step": 1}  # the previous checkpoint, whole
+
+
+def test_temporary_left_by_a_killed_writer_is_removed_by_the_next_save(tmp_path):
+    from savfi_core.checkpoint import atomic_save
+
+    target = tmp_path / "checkpoint.pt"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".checkpoint.pt.{dead}.abc123.tmp"
+    stale.write_bytes(b"")  # what SIGKILL during a save leaves
+    live = tmp_path / f".checkpoint.pt.{os.getpid()}.def456.tmp"  # a save in progress (this process)
+    live.write_bytes(b"")
+    other = tmp_path / f".other.pt.{dead}.abc123.tmp"  # another file's: not ours to remove
+    other.write_bytes(b"")
+    atomic_save({"step": 1}, target)
+    assert not stale.exists() and live.exists() and other.exists()
