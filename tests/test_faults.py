@@ -400,3 +400,38 @@ def test_temporary_left_by_a_killed_writer_is_removed_by_the_next_save(tmp_path)
     other.write_bytes(b"")
     atomic_save({"step": 1}, target)
     assert not stale.exists() and live.exists() and other.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Seeds: the same pretraining command twice gives the same run
+# --------------------------------------------------------------------------------------------
+
+
+def test_pretrain_tiny_with_one_seed_gives_identical_curves_and_weights(tmp_path, monkeypatch):
+    """In one process on purpose: the second run starts from whatever RNG state the first left
+    (and a different global seed), so only seeding before model creation makes them equal."""
+    import importlib.util
+
+    import pandas as pd
+
+    from savfi_core.checkpoint import safe_load
+
+    spec = importlib.util.spec_from_file_location("pretrain_tiny", REPO_ROOT / "scripts" / "pretrain_tiny.py")
+    pretrain_tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain_tiny)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # the script's SIGTERM handler stays out of pytest
+    threads = torch.get_num_threads()
+    runs = []
+    for index, global_seed in enumerate((123, 456)):
+        torch.manual_seed(global_seed)
+        checkpoint = tmp_path / f"run{index}" / "sepconv.pt"
+        pretrain_tiny.main(["--model", "sepconv", "--steps", "3", "--batch-size", "2", "--crop-size", "32",
+                            "--crop-candidates", "2", "--val-every", "0", "--checkpoint-every", "0", "--seed", "7",
+                            "--no-ship", "--checkpoint", str(checkpoint)])
+        curve = pd.read_csv(checkpoint.with_suffix(".curve.csv")).drop(columns=["elapsed_seconds"])
+        runs.append((curve, safe_load(checkpoint)["state"]["model"]))
+    torch.set_num_threads(threads)
+    (first_curve, first_weights), (second_curve, second_weights) = runs
+    pd.testing.assert_frame_equal(first_curve, second_curve, check_exact=True)
+    assert first_weights.keys() == second_weights.keys()
+    assert all(torch.equal(first_weights[name], second_weights[name]) for name in first_weights)
