@@ -55,12 +55,18 @@ def swap_directions(flow: Tensor) -> Tensor:
     return torch.cat([flow[:, 2:4], flow[:, 0:2]], dim=1)
 
 
-def blend(frame0: Tensor, frame1: Tensor, flow: Tensor, mask_logit: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(pred, fusion mask in [0,1], warped frames stacked) for intermediate flows [B,4,H,W]."""
-    warped0 = warp(frame0, flow[:, 0:2])
-    warped1 = warp(frame1, flow[:, 2:4])
+def warp_both(frame0: Tensor, frame1: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    """Both frames warped to time t by intermediate flows [B,4,H,W] = [F_t->0, F_t->1]."""
+    return warp(frame0, flow[:, 0:2]), warp(frame1, flow[:, 2:4])
+
+
+def fuse(warped0: Tensor, warped1: Tensor, flow: Tensor, mask_logit: Tensor) -> InterpolationOutput:
+    """The frame at t, M * warped0 + (1 - M) * warped1 with M = sigmoid(mask logit), and its aux."""
     mask = torch.sigmoid(mask_logit)
-    return warped0 * mask + warped1 * (1 - mask), mask, torch.stack([warped0, warped1], dim=1)
+    return InterpolationOutput(
+        pred=warped0 * mask + warped1 * (1 - mask),
+        aux={"flow_t_0": flow[:, 0:2], "flow_t_1": flow[:, 2:4], "mask": mask},
+    )
 
 
 # The 5x5 binomial kernel of RIFE's training code (model/laplacian.py), normalised to sum 1.

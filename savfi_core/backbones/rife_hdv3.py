@@ -13,7 +13,7 @@ holds ``block_tea``, the teacher block of privileged distillation used in traini
 dropped by name when loading. Always predicts t = 0.5 (the timestep is not an input of HD v3).
 
 aux: 'flow_t_0', 'flow_t_1' ([B,2,H,W], pixels: the frame at t samples frame0 at p + flow_t_0(p)),
-'mask' ([B,1,H,W], weight of warped frame0), 'warped' ([B,2,3,H,W]).
+'mask' ([B,1,H,W], weight of warped frame0).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from savfi_core.backbones._rife_parts import RIFE_HDV3_RELEASE, RifeModel, blend, resize, swap_directions
+from savfi_core.backbones._rife_parts import RIFE_HDV3_RELEASE, RifeModel, fuse, resize, swap_directions, warp_both
 from savfi_core.backbones.common import InterpolationOutput
 from savfi_core.backbones.registry import register_model
 
@@ -97,11 +97,8 @@ class RifeHDv3(RifeModel):
             flow_residual, mask_residual = block(images, flows, scale)
             flow = flow + (flow_residual[:batch] + swap_directions(flow_residual[batch:])) / 2
             mask_logit = mask_logit + (mask_residual[:batch] - mask_residual[batch:]) / 2
-            pred, mask, warped = blend(frame0, frame1, flow, mask_logit)
-            warped0, warped1 = warped[:, 0], warped[:, 1]
-        return InterpolationOutput(
-            pred=pred, aux={"flow_t_0": flow[:, 0:2], "flow_t_1": flow[:, 2:4], "mask": mask, "warped": warped}
-        )
+            warped0, warped1 = warp_both(frame0, frame1, flow)
+        return fuse(warped0, warped1, flow, mask_logit)
 
 
 @register_model("rife_hdv3", {"paper": PAPER, "tiny": TINY}, released_weights={"paper": RIFE_HDV3_RELEASE})

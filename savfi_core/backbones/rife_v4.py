@@ -16,8 +16,7 @@ As the released inference: no normalisation, inputs padded with zeros at the bot
 a multiple of 64. The released file also holds ``teacher.*`` and ``caltime.*`` (training only),
 dropped by name when loading.
 
-aux: 'flow_t_0', 'flow_t_1' ([B,2,H,W], pixels), 'mask' ([B,1,H,W], weight of warped frame0),
-'warped' ([B,2,3,H,W]).
+aux: 'flow_t_0', 'flow_t_1' ([B,2,H,W], pixels), 'mask' ([B,1,H,W], weight of warped frame0).
 """
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from savfi_core.backbones._rife_parts import RIFE_V4_RELEASE, RifeModel, blend, resize, warp
+from savfi_core.backbones._rife_parts import RIFE_V4_RELEASE, RifeModel, fuse, resize, warp_both
 from savfi_core.backbones.common import InterpolationOutput
 from savfi_core.backbones.registry import register_model
 
@@ -127,8 +126,7 @@ class RifeV4(RifeModel):
         if time is None:
             time = frame0.new_full((batch,), 0.5)
         timestep = time.to(frame0).view(batch, 1, 1, 1).expand(batch, 1, height, width)
-        features = self.encode(torch.cat([frame0, frame1])).split(batch)
-        features0, features1 = features
+        features0, features1 = self.encode(torch.cat([frame0, frame1])).split(batch)  # one head call for both
         flow = mask_logit = context = None
         for index, scale in enumerate(self.config.scales):
             block = getattr(self, f"block{index}")
@@ -136,17 +134,14 @@ class RifeV4(RifeModel):
                 inputs = torch.cat([frame0, frame1, features0, features1, timestep], dim=1)
                 flow, mask_logit, context = block(inputs, None, scale)
             else:
-                warped_features0 = warp(features0, flow[:, 0:2])
-                warped_features1 = warp(features1, flow[:, 2:4])
+                warped_features0, warped_features1 = warp_both(features0, features1, flow)
                 inputs = torch.cat(
-                    [warped[:, 0], warped[:, 1], warped_features0, warped_features1, timestep, mask_logit, context], dim=1
+                    [warped0, warped1, warped_features0, warped_features1, timestep, mask_logit, context], dim=1
                 )
                 flow_residual, mask_logit, context = block(inputs, flow, scale)
                 flow = flow + flow_residual
-            pred, mask, warped = blend(frame0, frame1, flow, mask_logit)
-        return InterpolationOutput(
-            pred=pred, aux={"flow_t_0": flow[:, 0:2], "flow_t_1": flow[:, 2:4], "mask": mask, "warped": warped}
-        )
+            warped0, warped1 = warp_both(frame0, frame1, flow)
+        return fuse(warped0, warped1, flow, mask_logit)
 
 
 @register_model("rife_v4", {"paper": PAPER, "tiny": TINY}, released_weights={"paper": RIFE_V4_RELEASE})
