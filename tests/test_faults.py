@@ -315,7 +315,7 @@ def test_unwritable_output_is_refused_before_any_frame_is_computed(tmp_path, int
     import savfi_core.interpolate as interpolate
 
     computed = []
-    monkeypatch.setattr(interpolate, "double_frame_rate", lambda *args, **kwargs: computed.append(1))
+    monkeypatch.setattr(interpolate, "multiply_frame_rate", lambda *args, **kwargs: computed.append(1))
     monkeypatch.setattr(interpolate, "read_input", lambda *args, **kwargs: computed.append("decoded"))
     frames = _write_frames(tmp_path / "in", 3)
     if problem == "read-only":  # as a read-only mount answers (chmod would not stop root)
