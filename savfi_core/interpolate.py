@@ -295,8 +295,9 @@ def _interpolate(args: argparse.Namespace) -> int:
             log.info("%s predicts only the middle frame: x%d by %d rounds of doubling", args.model, args.times, int(np.log2(args.times)))
         for _ in range(int(np.log2(args.times))):
             frames = multiply_frame_rate(frames, learner, steps, adapt=not args.no_adapt)
+    replacing = target.path.exists()
     write_output_atomically(frames, target, fps * args.times)
-    log.info("wrote %d frames to %s%s", frames.shape[0], args.out, " (replacing the previous output)" if args.overwrite else "")
+    log.info("wrote %d frames to %s%s", frames.shape[0], args.out, " (replacing the previous output)" if replacing else "")
     return 0
 
 
