@@ -63,7 +63,10 @@ def read_input(
         if not files:
             raise DatasetError(f"{path}: no image files in the input folder")
         files = files[:max_frames] if max_frames else files
-        frames = stack_same_size([read_image(file) for file in files], files)
+        try:
+            frames = stack_same_size([read_image(file) for file in files], files)
+        except DatasetError as error:  # "<folder>: frames ... differ in size: <file> is ..."
+            raise DatasetError(f"{path}: {error}") from error
         if downscale > 1:
             frames = F.avg_pool2d(frames, downscale)
         return frames, None
