@@ -9,8 +9,9 @@ frames ``F[i], F[i+1]`` that has a 4-frame window ``F[i-1], F[i], F[i+1], F[i+2]
 adapted on the window's two support triplets ``(F[i-1], F[i+1] -> F[i])`` and
 ``(F[i], F[i+2] -> F[i+1])`` and then predicts the frame between ``F[i]`` and ``F[i+1]``. The
 first and last gaps have no such window and are interpolated without adaptation (logged).
-``--times 4`` (or 8) repeats the doubling on the doubled sequence, so n frames become
-``times * (n - 1) + 1``.
+``--times 4`` (or 8): a network that takes the time (``rife_v4``) predicts t = 1/4, 2/4, 3/4 of
+every gap directly, from one adaptation per window; the others repeat the doubling on the doubled
+sequence. Either way n frames become ``times * (n - 1) + 1``.
 
 CKPT is ``none`` (random weights), ``default`` (the weights shipped with savfi for that size), a
 network checkpoint in any layout ``create_model`` reads, or a MetaLearner checkpoint
@@ -95,29 +96,41 @@ def build_learner(args: argparse.Namespace) -> MetaLearner:
     return MetaLearner(model, config)
 
 
-def double_frame_rate(frames: torch.Tensor, learner: MetaLearner, steps: int, adapt: bool, progress: bool = True) -> torch.Tensor:
-    """[T, 3, H, W] -> [2T-1, 3, H, W]: every gap gets its middle frame."""
+def multiply_frame_rate(
+    frames: torch.Tensor, learner: MetaLearner, steps: int, adapt: bool, factor: int = 2, progress: bool = True
+) -> torch.Tensor:
+    """[T, 3, H, W] -> [factor * (T - 1) + 1, 3, H, W]: every gap gets ``factor - 1`` new frames.
+
+    The frames at t = k / factor (k = 1 .. factor-1) are predicted directly, each in one pass, so
+    ``factor`` above 2 needs a network that takes the time (``model.supports_time``). Each gap is
+    adapted once, on its 4-frame window, and all its frames use the adapted weights.
+    """
     count = frames.shape[0]
     if count < 2:
         raise ValueError(f"need at least 2 frames to interpolate, got {count}")
+    if factor > 2 and not learner.model.supports_time:
+        raise ValueError(f"{type(learner.model).__name__} predicts only the middle frame; use factor 2 (repeated doubling)")
+    times = [index / factor for index in range(1, factor)] if factor > 2 else [None]
     output = [frames[0]]
     unadapted = []
-    for gap in tqdm(range(count - 1), desc="interpolating", unit="frame", disable=not progress):
+    for gap in tqdm(range(count - 1), desc="interpolating", unit="gap", disable=not progress):
         has_window = 1 <= gap and gap + 2 < count
         if adapt and has_window:
             window = frames[gap - 1 : gap + 3]
             sample = Sample(*four_frame_layout(window), name=f"gap{gap}")
             params = learner.adapt(sample, steps)
-            middle = learner.predict(sample, params)
         else:
             pair = torch.full((7, *frames.shape[1:]), float("nan"))
             pair[2], pair[4] = frames[gap], frames[gap + 1]
             valid = torch.zeros(7, dtype=torch.bool)
             valid[[2, 4]] = True
-            middle = learner.predict(Sample(pair, valid, 3, f"gap{gap}"))
+            sample, params = Sample(pair, valid, 3, f"gap{gap}"), None
             if adapt:
                 unadapted.append(gap)
-        output += [middle.clamp(0, 1), frames[gap + 1]]
+        output += [learner.predict(sample, params, time=time).clamp(0, 1) for time in times]
+        output.append(frames[gap + 1])
+    if adapt:
+        log.info("adapted %d of %d windows (gaps between input frames)", count - 1 - len(unadapted), count - 1)
     if unadapted:
         log.info(
             "gaps %s (between frames %s) have no 4-frame window: interpolated without adaptation",
@@ -199,8 +212,15 @@ def _interpolate(args: argparse.Namespace) -> int:
         args.times * (frames.shape[0] - 1) + 1,
         fps * args.times,
     )
-    for _ in range(int(np.log2(args.times))):
-        frames = double_frame_rate(frames, learner, steps, adapt=not args.no_adapt)
+    if learner.model.supports_time:
+        log.info("%s takes the time: t = %s predicted directly", args.model,
+                 ", ".join(f"{index / args.times:g}" for index in range(1, args.times)))
+        frames = multiply_frame_rate(frames, learner, steps, adapt=not args.no_adapt, factor=args.times)
+    else:
+        if args.times > 2:
+            log.info("%s predicts only the middle frame: x%d by %d rounds of doubling", args.model, args.times, int(np.log2(args.times)))
+        for _ in range(int(np.log2(args.times))):
+            frames = multiply_frame_rate(frames, learner, steps, adapt=not args.no_adapt)
     write_output(frames, args.out, fps * args.times)
     log.info("wrote %d frames to %s", frames.shape[0], args.out)
     return 0
