@@ -11,7 +11,7 @@ from torch import nn
 
 from savfi_core.backbones.common import InterpolationModel
 
-SIZES = ("paper", "tiny")
+from savfi_core.vocabulary import SIZES
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ and ``set_epoch(epoch)`` (new random crops and flips per epoch for training spli
 """
 from __future__ import annotations
 
+import functools
+
 from .augment import (
     augment_for_training,
     choose_moving_crop,
@@ -93,18 +95,11 @@ __all__ = [
 ]
 
 
-def _vimeo_septuplet(**options) -> VimeoDataset:
-    return VimeoDataset(kind="septuplet", **options)
-
-
-def _vimeo_triplet(**options) -> VimeoDataset:
-    return VimeoDataset(kind="triplet", **options)
-
-
 #: dataset name -> constructor taking the reader's options as keywords
 DATASETS = {
-    "vimeo_septuplet": _vimeo_septuplet,
-    "vimeo_triplet": _vimeo_triplet,
+    # partials, not wrappers, so that the grid checks see the reader's keyword arguments
+    "vimeo_septuplet": functools.partial(VimeoDataset, kind="septuplet"),
+    "vimeo_triplet": functools.partial(VimeoDataset, kind="triplet"),
     "middlebury": MiddleburyDataset,
     "hd": HDDataset,
     "snufilm": SnuFilmDataset,
