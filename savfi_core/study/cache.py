@@ -14,7 +14,6 @@ Each record also names the commit and whether the package's tree had uncommitted
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -37,21 +36,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def source_files(root: Path = PACKAGE_ROOT) -> list[Path]:
+def source_files(root: Path | None = None) -> list[Path]:
+    root = PACKAGE_ROOT if root is None else root
     return sorted(path for path in root.rglob("*") if path.suffix in SOURCE_SUFFIXES and "__pycache__" not in path.parts)
 
 
-def source_digest(root: Path = PACKAGE_ROOT) -> str:
+def source_digest(root: Path | None = None) -> str:
     """sha256 over (relative path, content hash) of every source file of savfi_core."""
+    root = PACKAGE_ROOT if root is None else root
     digest = hashlib.sha256()
     for path in source_files(root):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + file_sha256(path).encode() + b"\n")
     return digest.hexdigest()
 
 
-@functools.cache
-def code_state(root: Path = PACKAGE_ROOT) -> dict[str, Any]:
+def code_state(root: Path | None = None) -> dict[str, Any]:
     """{'commit': HEAD or None, 'dirty': uncommitted changes under savfi_core (None without git)}."""
+    root = PACKAGE_ROOT if root is None else root
+
     def git(*arguments: str) -> str | None:
         try:
             completed = subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True, timeout=30)
