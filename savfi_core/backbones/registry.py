@@ -53,8 +53,13 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def default_weights_path(name: str, size: str) -> Path:
-    """Where the shipped weights of ``name`` at ``size`` live inside the package."""
-    return Path(str(resources.files("savfi_core") / "weights" / size / f"{name}.pt"))
+    """Where the default weights of ``name`` at ``size`` live (its ``PretrainedWeights`` entry:
+    shipped or packaged file); the package's ``weights/<size>/<name>.pt`` when none is local."""
+    from savfi_core.backbones.pretrained import pretrained_weights
+
+    info = pretrained_weights(name, size)
+    path = info.path() if info is not None else None
+    return path if path is not None else Path(str(resources.files("savfi_core") / "weights" / size / f"{name}.pt"))
 
 
 def create_model(
@@ -63,7 +68,8 @@ def create_model(
     """Build a registered backbone.
 
     size: "paper" (the published architecture) or "tiny" (same topology, narrower).
-    weights: None (random init), "default" (the weights shipped with savfi for that size), or a
+    weights: None (random init), "default" (the backbone's registered weights for that size, see
+        ``savfi_core.backbones.pretrained``: shipped, packaged or the authors' release), or a
         path to a checkpoint in any layout the authors released (see ``savfi_core.backbones.weights``).
     overrides: fields of the size config to replace (e.g. ``kernel_size=5`` for tests).
     """
@@ -82,14 +88,9 @@ def create_model(
         from savfi_core.backbones.weights import load_weights
 
         if weights == "default":
-            path = default_weights_path(name, size)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"no shipped {size} weights for {name!r} at {path}; make them with "
-                    f"`python scripts/pretrain_tiny.py --model {name}` (or the grid params/pretrain.yaml) "
-                    f"or pass a checkpoint path"
-                )
-            weights = path
+            from savfi_core.backbones.pretrained import default_weights_file
+
+            weights = default_weights_file(name, size)  # where it comes from, checked against its sha256
         load_weights(model, weights)
     return model
 
