@@ -17,11 +17,12 @@ them unless told otherwise); ``original_name`` is the model's name in the author
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
+
+from savfi_core.checkpoint import file_sha256
 
 SOURCES = ("shipped", "package", "release")
 
@@ -72,14 +73,6 @@ def pretrained_weights(name: str, size: str) -> PretrainedWeights | None:
 
     _import_all()
     return _WEIGHTS.get((name, size))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_weights_file(name: str, size: str) -> Path:

@@ -43,7 +43,7 @@ from .augment import (
     crop_frames,
     random_crop_origin,
     sample_generator,
-    temporal_flip,
+    reverse_time,
 )
 from .base import SavfiDataset
 from .clips import CLIP_FILES, CLIP_SCENES, ClipsDataset, clip_path, find_shot_cuts, load_clip
@@ -77,7 +77,7 @@ __all__ = [
     "random_crop_origin",
     "choose_moving_crop",
     "crop_frames",
-    "temporal_flip",
+    "reverse_time",
     "augment_for_training",
     "decode_video",
     "clip_path",

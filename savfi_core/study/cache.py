@@ -21,19 +21,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from savfi_core.checkpoint import file_sha256
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_SUFFIXES = (".py", ".cu")
 # Files of a job folder that are bookkeeping, not results: left out of the output digest because
 # they hold timestamps and absolute paths.
 BOOKKEEPING_FILES = ("notebook.ipynb", "parameters.yaml", "log.txt", "job.json", "run.json", "error.json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_files(root: Path | None = None) -> list[Path]:
