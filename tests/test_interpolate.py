@@ -79,3 +79,37 @@ def test_no_adapt_matches_adapting_with_zero_steps(bikes, tmp_path):
     plain, zero = list_image_files(tmp_path / "plain"), list_image_files(tmp_path / "zero")
     assert len(plain) == len(zero) == 7
     assert all(torch.equal(read_image(a), read_image(b)) for a, b in zip(plain, zero))
+
+
+def test_rife_v4_times_4_predicts_quarter_times_directly_and_logs_adapted_windows(bikes, tmp_path, caplog, monkeypatch):
+    """A network that takes the time gets t = 0.25, 0.5, 0.75 in one pass each, one adaptation per window."""
+    asked = []
+    original = MetaLearner.predict
+
+    def recording_predict(self, sample, params=None, time=None):
+        asked.append((sample.name, time, params is not None))
+        return original(self, sample, params, time=time)
+
+    monkeypatch.setattr(MetaLearner, "predict", recording_predict)
+    output = tmp_path / "bikes_x4.mp4"
+    with caplog.at_level(logging.INFO, logger="savfi.interpolate"):
+        status = main(
+            [str(bikes), "--model", "rife_v4", "--weights", "default", "--max-frames", "5", "--downscale", "8",
+             "--times", "4", "--out", str(output)]
+        )  # fmt: skip
+    assert status == 0
+    frames, rate = decode(output)
+    assert len(frames) == 4 * (5 - 1) + 1
+    _, input_rate = decode(bikes)
+    assert float(rate) == pytest.approx(4 * float(input_rate))
+    assert [time for _, time, _ in asked] == [0.25, 0.5, 0.75] * 4  # 4 gaps, no repeated doubling
+    assert [adapted for _, _, adapted in asked] == [False] * 3 + [True] * 6 + [False] * 3
+    assert "adapted 2 of 4 windows" in caplog.text and "t = 0.25, 0.5, 0.75 predicted directly" in caplog.text
+
+
+def test_middle_frame_networks_refuse_a_direct_factor_of_4():
+    from savfi_core.interpolate import multiply_frame_rate
+
+    learner = MetaLearner(create_model("sepconv", size="tiny"))
+    with pytest.raises(ValueError, match="predicts only the middle frame"):
+        multiply_frame_rate(torch.rand(3, 3, 16, 16), learner, 1, adapt=False, factor=4, progress=False)

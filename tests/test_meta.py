@@ -18,7 +18,7 @@ from savfi_core.data import Sample, collate_samples, open_dataset
 from savfi_core.meta import MetaConfig, MetaLearner, evaluate, make_task, per_step_loss_importance, temporal_flip
 from savfi_core.meta import inner_rules
 
-ALL_BACKBONES = ["cain", "dain", "dvf", "rrin", "sepconv", "superslomo"]
+ALL_BACKBONES = ["cain", "dain", "dvf", "rife_hdv3", "rife_v4", "rrin", "sepconv", "superslomo"]
 ALGORITHMS = ["maml", "maml++", "metasgd", "l2f"]
 
 

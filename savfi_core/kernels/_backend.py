@@ -90,6 +90,16 @@ def select_backend(op: str, backend: str, *tensors: torch.Tensor) -> str:
     return chosen
 
 
+def record_backend(op: str, chosen: str, *tensors: torch.Tensor) -> str:
+    """Record a backend an op resolved by itself (beyond the shared three), as select_backend does."""
+    devices = {tensor.device for tensor in tensors}
+    if len(devices) != 1:
+        raise ValueError(f"savfi_core.kernels.{op}: all inputs must be on one device, got {sorted(map(str, devices))}")
+    _last_backend_by_op[op] = chosen
+    logger.debug("%s ran on backend %s (device %s)", op, chosen, devices.pop())
+    return chosen
+
+
 def check_shape(op: str, name: str, tensor: torch.Tensor, dimensions: int) -> None:
     if tensor.dim() != dimensions:
         raise ValueError(f"savfi_core.kernels.{op}: {name} must have {dimensions} dimensions, got shape {tuple(tensor.shape)}")

@@ -396,14 +396,18 @@ class MetaLearner:
         """What the network runs with before adaptation: per-step BatchNorm copy 0 (if any)."""
         return {name: value.detach().clone() for name, value in self._per_step_batchnorm(0, clone=True).items()}
 
-    def predict(self, sample, params: dict[str, Tensor] | None = None) -> Tensor:
+    def predict(self, sample, params: dict[str, Tensor] | None = None, time: float | None = None) -> Tensor:
         """Frame between positions t-1 and t+1 with ``params`` (from :meth:`adapt`) or the
-        unadapted network: [3,H,W] for a single sample, [B,3,H,W] for a collated one."""
+        unadapted network: [3,H,W] for a single sample, [B,3,H,W] for a collated one.
+
+        time: where between the two frames (0 < time < 1; None is the middle), for networks
+        that take it (``model.supports_time``)."""
         task = make_task(sample, with_support=False, with_query_target=False)
         overrides = self.initial_parameters() if params is None else params
         merged = {**dict(self.model.named_parameters()), **self._buffers(clone=True), **overrides}
+        keywords = {} if time is None else {"time": time}
         with torch.no_grad():
-            prediction = functional_call(self.model, merged, (task.query.frame0, task.query.frame1)).pred
+            prediction = functional_call(self.model, merged, (task.query.frame0, task.query.frame1), keywords).pred
         return prediction[0] if sample.frames.dim() == 4 else prediction
 
     def adapt_and_predict(self, sample, steps: int | None = None) -> tuple[Tensor, dict[str, Tensor], float]:

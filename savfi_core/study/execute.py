@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import traceback
@@ -19,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from savfi_core.procs import die_with_parent, run_job_process
+from savfi_core.runlock import held_descriptors
 
 
 def execute_job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -39,19 +41,20 @@ def execute_job(spec: dict[str, Any]) -> dict[str, Any]:
     environment.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MPLBACKEND="Agg")
     start = time.perf_counter()
     with open(job_dir / "log.txt", "w") as log:
-        completed = subprocess.run(
+        # Own process group, dies with this runner, keeps the run lock held while it lives.
+        returncode = run_job_process(
             [spec.get("python", sys.executable), "-m", "savfi_core.study.execute", str(job_dir / "run.json")],
-            stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=spec["working_directory"],
+            stdout=log, env=environment, cwd=spec["working_directory"], keep_descriptors=held_descriptors(),
         )
     seconds = time.perf_counter() - start
-    if completed.returncode == 0:
+    if returncode == 0:
         return {"status": "done", "error": None, "seconds": seconds}
     error_file = job_dir / "error.json"
     if error_file.is_file():
         error = json.loads(error_file.read_text())["error"]
     else:  # the subprocess died before it could write its error (killed, import failure)
         tail = (job_dir / "log.txt").read_text().strip().splitlines()[-15:]
-        error = f"exit code {completed.returncode}; log tail:\n" + "\n".join(tail)
+        error = f"exit code {returncode}; log tail:\n" + "\n".join(tail)
     return {"status": "failed", "error": error, "seconds": seconds}
 
 
@@ -59,6 +62,8 @@ def execute_notebook_here(run_file: Path) -> int:
     """Body of the subprocess: one papermill execution; errors go to error.json."""
     import papermill
 
+    watching = die_with_parent()
+    print(f"job process {os.getpid()}: stops with its runner ({watching})", file=sys.stderr, flush=True)
     spec = json.loads(Path(run_file).read_text())
     job_dir = Path(spec["job_dir"])
     try:

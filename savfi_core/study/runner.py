@@ -22,6 +22,7 @@ from savfi_core.study.cache import (
 )
 from savfi_core.study.execute import execute_job
 from savfi_core.study.expand import Job
+from savfi_core.procs import stop_job_processes
 
 
 @dataclass
@@ -178,10 +179,13 @@ def run_jobs(
         try:
             finished, _ = concurrent.futures.wait(list(running), return_when=concurrent.futures.FIRST_COMPLETED)
         except KeyboardInterrupt:
-            # Ctrl-C: start nothing more. Queued jobs are cancelled (their folders say so); jobs
-            # already running got the same SIGINT from the terminal. Rerunning continues here.
+            # Ctrl-C (or SIGTERM): start nothing more. Queued jobs are cancelled (their folders
+            # say so); running jobs are in process groups of their own, stopped here, so none
+            # outlives the runner. Rerunning continues here.
+            for future in running:
+                future.cancel()
+            stop_job_processes()
             for future, job_id in running.items():
-                future.cancel()  # no-op for a job already running: it was interrupted with us
                 write_record(grid_dir / job_id, {"job_id": job_id, "stage": by_id[job_id].stage, "status": "interrupted",
                                                  "hash": hashes[job_id]})
             raise

@@ -89,16 +89,20 @@ def model_motion_fields(aux: dict[str, Tensor]) -> list[tuple[str, Tensor, float
       'flow_0_1' (F_0->1: frame1 at x + F ~ frame0 at x; SuperSloMo, RRIN, DAIN's PWC-Net): 2 s
       'flow_1_0' (F_1->0): -2 s
       'flow' (DVF's symmetric d: frame0 at x - d, frame1 at x + d): s
+      'flow_t_0', 'flow_t_1' (RIFE's intermediate flows, at the middle frame: frame0 at x + F_t->0,
+          frame1 at x + F_t->1): -s and s
     F_0->1 lives at frame0's pixels and s at the middle frame's: for the smooth motion the teacher
     finds, the difference is below its integer resolution.
     """
     if "flow_0_1" in aux and "flow_1_0" in aux:
         return [("flow_0_1", aux["flow_0_1"], 2.0), ("flow_1_0", aux["flow_1_0"], -2.0)]
+    if "flow_t_0" in aux and "flow_t_1" in aux:
+        return [("flow_t_0", aux["flow_t_0"], -1.0), ("flow_t_1", aux["flow_t_1"], 1.0)]
     if "flow" in aux:
         return [("flow", aux["flow"], 1.0)]
     raise ValueError(
         f"this backbone exposes no motion field to distil into (aux keys: {sorted(aux)}); "
-        f"flow_teacher_weight needs 'flow_0_1'/'flow_1_0' or 'flow'"
+        f"flow_teacher_weight needs 'flow_0_1'/'flow_1_0', 'flow_t_0'/'flow_t_1' or 'flow'"
     )
 
 
