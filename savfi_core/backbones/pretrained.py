@@ -79,7 +79,8 @@ def default_weights_file(name: str, size: str) -> Path:
     """The file ``weights="default"`` means, checked against its recorded sha256."""
     info = pretrained_weights(name, size)
     if info is None:
-        raise FileNotFoundError(f"no default weights registered for {name!r} at size {size!r}; pass a checkpoint path")
+        raise FileNotFoundError(f"no shipped {size} weights for {name!r} (none registered in savfi_core/backbones); "
+                                f"pass a checkpoint path")
     path = info.path()
     if path is None:
         raise FileNotFoundError(
