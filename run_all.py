@@ -12,7 +12,7 @@ job is recorded in its folder (``job.json``, ``log.txt``, the executed ``noteboo
 jobs that depend on it are skipped, the rest go on, and the exit code is 1. One runner at a
 time per results folder: a second one refuses (exit 3) and names the first (``savfi_core/runlock.py``);
 jobs stop with their runner, even one killed with SIGKILL (``savfi_core/procs.py``).
-See ``savfi_core/grid.py`` for the grid format and ``results/README.md`` for clusters.
+See ``savfi_core/study/`` (``schema.py``: every key of a grid) for the grid format and ``results/README.md`` for clusters.
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ import threading
 import time
 from pathlib import Path
 
-from savfi_core.grid import GridError, expand_grid, load_grid, plan, run_jobs, select_jobs
+from savfi_core.study.expand import expand_grid, load_grid, select_jobs
+from savfi_core.study.loader import GridError
+from savfi_core.study.runner import plan, run_jobs
 from savfi_core.runlock import RunLockError, acquire_run_lock, describe_holder
 
 DEFAULT_GRID = Path(__file__).resolve().parent / "params" / "quick.yaml"
@@ -43,7 +45,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", metavar="PATTERN",
                         help="run only jobs whose id matches (fnmatch, or substring without wildcards), plus their dependencies; repeatable")
     parser.add_argument("--force", action="store_true", help="rerun selected jobs even if finished and unchanged")
-    parser.add_argument("--dry-run", action="store_true", help="validate the grid and list its jobs; run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="check every value of the grid and list its jobs; run nothing")
     parser.add_argument("--kernel", help="Jupyter kernel name for papermill (default: the notebook's own)")
     return parser.parse_args(argv)
 
@@ -56,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     except GridError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    grid_dir = Path(arguments.results) / grid["name"]
+    grid_dir = Path(arguments.results) / grid.name
 
     if arguments.dry_run:
         statuses = plan(jobs, grid_dir)
         width = max(len(job.job_id) for job in jobs)
-        print(f"grid {grid['name']!r} from {arguments.grid}: {len(jobs)} jobs -> {grid_dir}/")
+        print(f"grid {grid.name!r} from {arguments.grid}: {len(jobs)} jobs -> {grid_dir}/")
         for job in jobs:
             after = ", ".join(job.depends_on) if job.depends_on else "-"
             print(f"  {job.job_id:<{width}}  {statuses[job.job_id]:<8}  {job.notebook.name:<20} after: {after}")
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous_handler)
 
 
-def _run(arguments: argparse.Namespace, grid: dict, jobs: list, grid_dir: Path) -> int:
+def _run(arguments: argparse.Namespace, grid, jobs: list, grid_dir: Path) -> int:
     from tqdm.auto import tqdm
 
     cores = os.cpu_count() or 1
@@ -108,7 +110,7 @@ def _run(arguments: argparse.Namespace, grid: dict, jobs: list, grid_dir: Path) 
         executor = concurrent.futures.ThreadPoolExecutor(max_workers=arguments.jobs)
         threads = arguments.threads or max(1, cores // arguments.jobs)
 
-    bar = tqdm(total=len(jobs), desc=f"grid {grid['name']}", unit="job")
+    bar = tqdm(total=len(jobs), desc=f"grid {grid.name}", unit="job")
 
     def progress(job_id: str, status: str) -> None:
         bar.update(1)
@@ -132,12 +134,12 @@ def _run(arguments: argparse.Namespace, grid: dict, jobs: list, grid_dir: Path) 
             cluster.close()
     elapsed = time.perf_counter() - start
     if interrupted:
-        print(f"grid {grid['name']}: interrupted after {elapsed:.0f} s; finished jobs are kept in {grid_dir}/, "
+        print(f"grid {grid.name}: interrupted after {elapsed:.0f} s; finished jobs are kept in {grid_dir}/, "
               f"run the same command again to continue", file=sys.stderr)
         return 130
 
     counts = {status: list(summary.statuses.values()).count(status) for status in ("done", "cached", "failed", "skipped")}
-    print(f"grid {grid['name']}: {counts['done']} ran, {counts['cached']} unchanged (skipped), "
+    print(f"grid {grid.name}: {counts['done']} ran, {counts['cached']} unchanged (skipped), "
           f"{counts['failed']} failed, {counts['skipped']} not run because of failures; {elapsed:.0f} s -> {grid_dir}/")
     for job_id in summary.failed:
         print(f"  FAILED  {job_id}: {summary.errors[job_id]}\n          notebook and log: {grid_dir / job_id}/")

@@ -2,68 +2,56 @@
 
     python notebooks/make_notebooks.py
 
-Edit the sources here, not the .ipynb files, then rerun this script; tests check that the
+The parameters cells and the stage calls come from ``savfi_core.study.schema``. Edit the sources
+here or there, not the .ipynb files, then rerun this script; tests check that the
 committed notebooks have no outputs and a cell tagged ``parameters``. Every notebook runs top
 to bottom in JupyterLab with its default parameters, and ``run_all.py`` runs them with papermill.
 """
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 
 import nbformat
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing it
+
+from savfi_core.study.schema import STAGE_CONFIGS  # noqa: E402
+
+
+def parameters_cell(stage: str) -> str:
+    """The parameters cell of a stage notebook, one line per field of its stage config (the
+    schema), showing the field's example value and what it is."""
+    lines = []
+    for field in dataclasses.fields(STAGE_CONFIGS[stage]):
+        comment = f"  # {field.metadata['doc']}" if field.metadata.get("doc") else ""
+        lines.append(f"{field.name} = {field.metadata['example']!r}{comment}")
+    return "\n".join(lines)
+
+
+def stage_call(stage: str, assignment: str) -> str:
+    """``result = run_<stage>(name=name, ...)`` over every field of the stage config."""
+    names = [field.name for field in dataclasses.fields(STAGE_CONFIGS[stage])]
+    return f"{assignment}(" + ", ".join(f"{name}={name}" for name in names) + ")"
+
 
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "pretrain.ipynb": [
         ("markdown", "# Pretrain a backbone\n\nSupervised training on (t-1, t+1 -> t) triplets. Writes `checkpoint.pt` "
-                     "(plain state_dict for `create_model(weights=...)`), `training_state.pt` (resume), `curve.csv`, `curve.png`."),
-        ("parameters", '''backbone = "sepconv"
-size = "tiny"
-weights = None  # starting weights: None (random), "default" (shipped) or a checkpoint path
-dataset = {"name": "clips", "split": "train"}
-val_dataset = {"name": "clips", "split": "test"}
-steps = 20
-batch_size = 4
-lr = None  # None: the backbone's original optimizer and learning rate
-optimizer = None
-seed = 0
-val_every = 10
-options = {"crop_size": 64}  # further keyword arguments of savfi_core.train.pretrain
-output_dir = "results/manual/pretrain"'''),
-        ("code", '''from savfi_core.stages import run_pretrain
-
-curve = run_pretrain(backbone=backbone, size=size, weights=weights, dataset=dataset, val_dataset=val_dataset,
-                     steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed,
-                     val_every=val_every, options=options, output_dir=output_dir)
-curve.tail()'''),
+                     "(plain state_dict for `create_model(weights=...)`), `training_state.pt` (resume), `training_state.curve.csv`, `curve.png`."),
+        ("parameters", parameters_cell("pretrain")),
+        ("code", "from savfi_core.study.stages import run_pretrain\n\n" + stage_call("pretrain", "curve = run_pretrain") + "\ncurve.tail()"),
         ("code", '''from IPython.display import Image
 Image(f"{output_dir}/curve.png")'''),
     ],
     "meta_train.ipynb": [
         ("markdown", "# Meta-train a backbone\n\nOne algorithm (MAML, MAML++, Meta-SGD, L2F), or re-training "
                      "(`inner_steps: 0`). Writes `meta_checkpoint.pt` (`MetaLearner.state_dict()`), `training_state.pt`, "
-                     "`curve.csv`, `curve.png`."),
-        ("parameters", '''backbone = "sepconv"
-size = "tiny"
-weights = None  # the initialization: "default" (shipped weights), a checkpoint path, or None
-method = "maml"  # the algorithm, or "retrained"
-meta_config = {"algorithm": "maml", "inner_steps": 1, "inner_lr": 1e-4, "inner_rule": "adam", "first_order": True,
-               "outer_lr": 1e-5, "outer_optimizer": "adam"}  # fields of savfi_core.meta.MetaConfig
-dataset = {"name": "clips", "split": "train"}
-val_dataset = {"name": "clips", "split": "test"}
-steps = 4
-batch_size = 2
-val_every = 0
-seed = 0
-options = {"crop_size": 64, "val_limit": 2}  # further keyword arguments of savfi_core.train.meta_train
-output_dir = "results/manual/meta_train"'''),
-        ("code", '''from savfi_core.stages import run_meta_train
-
-curve = run_meta_train(backbone=backbone, size=size, weights=weights, method=method, meta_config=meta_config,
-                       dataset=dataset, val_dataset=val_dataset, steps=steps, batch_size=batch_size,
-                       val_every=val_every, seed=seed, options=options, output_dir=output_dir)
-curve.tail()'''),
+                     "`training_state.curve.csv`, `curve.png`."),
+        ("parameters", parameters_cell("meta_train")),
+        ("code", "from savfi_core.study.stages import run_meta_train\n\n" + stage_call("meta_train", "curve = run_meta_train") + "\ncurve.tail()"),
         ("code", '''from IPython.display import Image
 Image(f"{output_dir}/curve.png")'''),
     ],
@@ -71,43 +59,18 @@ Image(f"{output_dir}/curve.png")'''),
         ("markdown", "# Evaluate the protocols\n\nBaseline and test-time fine-tuning from `weights`; re-trained and "
                      "meta-trained from `checkpoints` (method -> `meta_checkpoint.pt`). Writes `metrics.csv` (one row per "
                      "sample and method), `steps.csv` (PSNR for each number of test-time inner steps), `crops/` + `crops.csv`."),
-        ("parameters", '''backbone = "sepconv"
-size = "tiny"
-weights = None
-protocols = ["baseline", "finetune"]
-checkpoints = {}  # method -> meta_checkpoint.pt of meta_train.ipynb, e.g. {"maml": ".../meta_checkpoint.pt"}
-meta_configs = {"finetune": {"inner_steps": 1, "inner_lr": 1e-4, "inner_rule": "adam"}}
-datasets = [{"name": "clips", "split": "test"}]
-inner_steps = [1, 2]  # test-time inner steps; the first is the headline
-seed = None
-max_samples = 3
-qualitative = 1
-options = {}
-output_dir = "results/manual/evaluate"'''),
-        ("code", '''from savfi_core.stages import run_evaluate
-
-metrics = run_evaluate(backbone=backbone, size=size, weights=weights, protocols=protocols, checkpoints=checkpoints,
-                       meta_configs=meta_configs, datasets=datasets, inner_steps=inner_steps, seed=seed,
-                       max_samples=max_samples, qualitative=qualitative, options=options, output_dir=output_dir)
-metrics.groupby(["dataset", "protocol", "algorithm"], dropna=False)[["psnr", "ssim", "adapt_seconds"]].mean()'''),
+        ("parameters", parameters_cell("evaluate")),
+        ("code", "from savfi_core.study.stages import run_evaluate\n\n" + stage_call("evaluate", "metrics = run_evaluate")
+                 + '\nmetrics.groupby(["dataset", "protocol", "algorithm"], dropna=False)[["psnr", "ssim", "adapt_seconds"]].mean()'),
     ],
     "report.ipynb": [
         ("markdown", "# The study's tables and figures\n\nFrom the `metrics.csv` of every evaluation folder: "
                      "`metrics.csv`, `table_psnr.md`, `table_psnr.tex`, `figures/`."),
-        ("parameters", '''evaluation_dirs = []  # folders of evaluate.ipynb runs; empty: every results/<grid_name>/evaluate-*
-grid_name = "quick"
-baseline = "baseline"
-qualitative = 3
-options = {}
-output_dir = "results/manual/report"'''),
-        ("code", '''from pathlib import Path
-from savfi_core.stages import run_report
-
-if not evaluation_dirs:
-    evaluation_dirs = sorted(str(p) for p in Path("results", grid_name).glob("evaluate-*") if (p / "metrics.csv").is_file())
-written = run_report(evaluation_dirs=evaluation_dirs, output_dir=output_dir, baseline=baseline,
-                     qualitative=qualitative, grid_name=grid_name, options=options)
-sorted(str(path) for path in written.values())'''),
+        ("parameters", parameters_cell("report")),
+        ("code", "from pathlib import Path\nfrom savfi_core.study.stages import run_report\n\n"
+                 "if not evaluation_dirs:\n"
+                 '    evaluation_dirs = sorted(str(p) for p in Path("results", grid_name).glob("evaluate-*") if (p / "metrics.csv").is_file())\n'
+                 + stage_call("report", "written = run_report") + "\nsorted(str(path) for path in written.values())"),
         ("code", '''from IPython.display import Markdown
 Markdown(Path(output_dir, "table_psnr.md").read_text())'''),
         ("code", '''from IPython.display import Image, display
@@ -143,7 +106,7 @@ shared_data = "../shared/data"  # added when present: Vimeo septuplets and Middl
 samples_per_dataset = 3
 output_dir = "results/manual/explore_data"'''),
         ("code", '''from pathlib import Path
-from savfi_core.stages import explore_datasets
+from savfi_core.study.explore import explore_datasets
 
 specs = list(datasets)
 if shared_data and Path(shared_data).is_dir():

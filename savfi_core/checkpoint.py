@@ -94,3 +94,14 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         removed.append(candidate)
     return removed
 
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (weights, sources, job outputs)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from savfi_core.report import method_label, read_image
+from savfi_core.report import crop_image, method_label
 
 
 def absolute_error(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -78,9 +78,9 @@ def plot_comparison(
 
     Images are float [H,W,3] in [0,1]. Returns the matplotlib Figure.
     """
-    from savfi_core.report import _pyplot
+    from savfi_core.report import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     psnr_a, psnr_b = image_psnr(prediction_a, truth), image_psnr(prediction_b, truth)
     rows, columns = crop_window(truth.shape, center[0], center[1], zoom)
     figure, axes = plt.subplots(3, 3, figsize=(10, 8.5))
@@ -142,7 +142,7 @@ class CropLibrary:
             raise KeyError(f"no crop {panel!r} for {backbone}/{dataset}/{sequence}")
         if "seed" in rows.columns:  # the first seed, consistently
             rows = rows.sort_values("seed", key=lambda seeds: seeds.astype(str))
-        return read_image(rows["path"].iloc[0])
+        return crop_image(rows["path"].iloc[0])
 
     def _rows(self, dataset: str, sequence: str, backbone: str) -> pd.DataFrame:
         crops = self.crops
@@ -158,9 +158,9 @@ def comparison_widget(library: CropLibrary) -> Any:
     line ``savfi-psnr``), which is how the browser test finds them on the Voila page."""
     import ipywidgets as widgets
 
-    from savfi_core.report import _pyplot
+    from savfi_core.report import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     dataset = widgets.Dropdown(description="dataset", options=library.datasets())
     sequence = widgets.Dropdown(description="sequence")
     backbone = widgets.Dropdown(description="backbone")

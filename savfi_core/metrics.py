@@ -133,18 +133,18 @@ def bootstrap_interval(
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean of ``values``.
 
-    Draws ``resamples`` samples of len(values) values with replacement from a
-    ``numpy.random.default_rng(seed)`` generator and returns the (1-c)/2 and (1+c)/2 quantiles
-    of their means. Fewer than 2 values give (nan, nan): one value says nothing about spread.
+    ``scipy.stats.bootstrap`` (method 'percentile') with ``resamples`` resamples drawn from a
+    ``numpy.random.default_rng(seed)`` generator: the (1-c)/2 and (1+c)/2 quantiles of the
+    resampled means. Fewer than 2 values give (nan, nan): one value says nothing about spread.
     """
+    from scipy.stats import bootstrap
+
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         return math.nan, math.nan
-    generator = np.random.default_rng(seed)
-    resampled_means = values[generator.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled_means, [tail, 1.0 - tail])
-    return float(low), float(high)
+    result = bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=confidence, method="percentile",
+                       rng=np.random.default_rng(seed), vectorized=True)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def _apply_infinite_rule(frame: pd.DataFrame, value: str, infinite: str) -> pd.DataFrame:

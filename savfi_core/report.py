@@ -22,15 +22,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from savfi_core.metrics import paired_difference, summarize
+from savfi_core.metrics import paired_difference, psnr, summarize
+from savfi_core.vocabulary import METHOD_ORDER, NON_META_METHODS
 
 METRIC_COLUMNS = ("psnr", "ssim", "adapt_seconds")
 KEY_COLUMNS = ("backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed")
 GROUP_COLUMNS = ("backbone", "size", "dataset")
-# Column order of the tables: protocols, then the meta-learning algorithms.
-METHOD_ORDER = ("frame_average", "baseline", "retrained", "finetune", "maml", "maml++", "l2f", "metasgd")
-# every method that involves no meta-training (the rest are meta-trained algorithms)
-NON_META_METHODS = ("frame_average", "baseline", "retrained", "finetune")
+# Column order of the tables, and the methods without meta-training: savfi_core.vocabulary.
 METHOD_LABELS = {
     "frame_average": "Frame avg.", "baseline": "Baseline", "retrained": "Re-trained", "finetune": "Fine-tune",
     "maml": "MAML", "maml++": "MAML++", "l2f": "L2F", "metasgd": "Meta-SGD",
@@ -234,7 +232,7 @@ def _render(header: list[str], lines: list[list[str]], style: str, caption: str)
 # ----------------------------------------------------------------------------------------------
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -244,9 +242,31 @@ def _pyplot():
     return plt
 
 
+def plot_curve(curve: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+    """Training loss and validation PSNR of a training curve, as one PNG."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    if "loss" in curve:
+        axes[0].plot(curve["step"], curve["loss"], linewidth=0.8)
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("training loss")
+    for column, name in (("val_psnr", "model"), ("val_psnr_before", "before adaptation"), ("val_average_psnr", "frame averaging")):
+        if column in curve and curve[column].notna().any():
+            rows = curve[curve[column].notna()]
+            axes[1].plot(rows["step"], rows[column], marker="o", label=name)
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("validation PSNR (dB)")
+    if axes[1].lines:
+        axes[1].legend(fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def plot_gains(gains: pd.DataFrame):
     """Bar chart: paired PSNR gain over the baseline per backbone and method, with 95% CI bars."""
-    plt = _pyplot()
+    plt = pyplot()
     datasets = sorted(gains["dataset"].unique())
     methods = sorted(gains["method"].unique(), key=_method_sort_key)
     figure, axes = plt.subplots(1, len(datasets), figsize=(max(5, 1.2 * gains["backbone"].nunique() * len(methods) / 2), 3.6),
@@ -275,7 +295,7 @@ def plot_psnr_vs_steps(steps_metrics: pd.DataFrame, baseline: pd.DataFrame | Non
     steps_metrics: tidy rows with an ``inner_steps`` column (and ``method``); baseline: optional
     rows of the baseline, drawn as a dashed line.
     """
-    plt = _pyplot()
+    plt = pyplot()
     backbones = sorted(steps_metrics["backbone"].unique())
     figure, axes = plt.subplots(1, len(backbones), figsize=(3.2 * len(backbones), 3.0), squeeze=False, sharey=False)
     for axis, backbone in zip(axes[0], backbones):
@@ -298,14 +318,11 @@ def plot_psnr_vs_steps(steps_metrics: pd.DataFrame, baseline: pd.DataFrame | Non
     return figure
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An 8-bit PNG as float [H,W,3] in [0,1]."""
-    import matplotlib.image
+def crop_image(path: str | os.PathLike) -> np.ndarray:
+    """A saved crop as float [H,W,3] in [0,1] (``savfi_core.data.read_image``, channels last)."""
+    from savfi_core.data import read_image
 
-    image = matplotlib.image.imread(str(path))
-    if image.dtype == np.uint8:
-        image = image.astype(np.float32) / 255.0
-    return image[..., :3]
+    return read_image(path).permute(1, 2, 0).numpy()
 
 
 def plot_qualitative_strip(panels: dict[str, np.ndarray], ground_truth_key: str = "GT", title: str = ""):
@@ -314,7 +331,7 @@ def plot_qualitative_strip(panels: dict[str, np.ndarray], ground_truth_key: str 
     panels: name -> float image [H,W,3] in [0,1]; the error maps are mean over channels of
     |prediction - GT|, shown on a shared scale [0, 0.25] so that the methods compare directly.
     """
-    plt = _pyplot()
+    plt = pyplot()
     names = list(panels)
     if ground_truth_key not in panels:
         raise ValueError(f"panels need the ground truth under {ground_truth_key!r}, got {names}")
@@ -327,8 +344,8 @@ def plot_qualitative_strip(panels: dict[str, np.ndarray], ground_truth_key: str 
         if name in predictions:
             error = np.abs(panels[name] - truth).mean(axis=-1)
             axes[1][column].imshow(error, cmap="inferno", vmin=0, vmax=0.25)
-            psnr = -10 * math.log10(max(float(np.mean((panels[name] - truth) ** 2)), 1e-10))
-            axes[1][column].set_title(f"|error|, {psnr:.2f} dB", fontsize="small")
+            score = psnr(np.moveaxis(panels[name], -1, 0), np.moveaxis(truth, -1, 0))
+            axes[1][column].set_title(f"|error|, {score:.2f} dB", fontsize="small")
     for axis in axes.flat:
         axis.axis("off")
     if title:
@@ -385,7 +402,7 @@ def write_report(
     output_dir = Path(output_dir)
     figures = output_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
+    plt = pyplot()
     written: dict[str, Path] = {}
 
     tidy = metrics[[*KEY_COLUMNS, *METRIC_COLUMNS]].sort_values(list(KEY_COLUMNS), key=lambda s: s.astype(str))
@@ -437,7 +454,7 @@ def write_report(
             if "gt" not in panel_paths:
                 continue
             names = {"input0": "input t-1", "input1": "input t+1", "gt": "GT"}
-            panels = {names.get(panel, method_label(panel)): read_image(path) for panel, path in panel_paths.items()}
+            panels = {names.get(panel, method_label(panel)): crop_image(path) for panel, path in panel_paths.items()}
             title = f"{choice['backbone']} / {choice['dataset']} / {choice['sequence']}: {method_label(choice['method'])} {choice['gain']:+.2f} dB"
             figure = plot_qualitative_strip(panels, "GT", title)
             key = f"strip_{number}"

@@ -11,11 +11,12 @@ import torch
 from torch.func import functional_call
 
 from savfi_core.backbones import create_model, list_models
+from savfi_core.backbones.pretrained import pretrained_weights
 from savfi_core.backbones.weights import CheckpointMismatchError, split_checkpoint
 
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "checkpoint_manifests"
 # Our registry names -> the original repository's names used by the manifests.
-MANIFEST_NAMES = {"sepconv": "sepconv", "dvf": "voxelflow", "superslomo": "superslomo", "cain": "cain", "rrin": "rrin", "dain": "dain"}
+MANIFEST_NAMES = {name: pretrained_weights(name, "paper").original_name for name in ("sepconv", "dvf", "superslomo", "cain", "rrin", "dain")}
 # How each base checkpoint wraps its weights (manifest README, "Checkpoint layout").
 BASE_LAYOUT = {"sepconv": "bare", "dvf": "state_dict", "superslomo": "sections", "cain": "state_dict_module", "rrin": "bare", "dain": "bare"}
 EXPECTED_MODELS = sorted(MANIFEST_NAMES)

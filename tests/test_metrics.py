@@ -168,3 +168,19 @@ def test_bootstrap_interval_edge_cases():
     assert low == high == 2.0
     low, high = bootstrap_interval(np.arange(100.0), confidence=0.5, seed=4)
     assert low < 49.5 < high and high - low < bootstrap_interval(np.arange(100.0), seed=4)[1] - low
+
+
+def test_bootstrap_interval_is_scipys_and_matches_the_former_resampling_to_1e9():
+    """The interval moved to scipy.stats.bootstrap; for the same seed it equals the former own
+    resampling (numpy default_rng(seed).integers(0, n, (resamples, n)) and linear quantiles)."""
+    import numpy as np
+
+    from savfi_core.metrics import bootstrap_interval
+
+    generator = np.random.default_rng(11)
+    for n in (2, 5, 8, 30):
+        for seed in (0, 3):
+            values = generator.normal(size=n)
+            means = values[np.random.default_rng(seed).integers(0, n, size=(2000, n))].mean(axis=1)
+            former = np.quantile(means, [0.025, 0.975])
+            assert np.allclose(bootstrap_interval(values, seed=seed), former, rtol=0, atol=1e-9)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
+from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 
 
@@ -218,3 +219,16 @@ class CAIN(InterpolationModel):
 def build_cain(config: CAINConfig) -> CAIN:
     """CAIN (Choi et al., AAAI 2020): channel attention over pixel-shuffled frames, no flow."""
     return CAIN(config)
+
+
+# Where the weights come from (savfi_core.backbones.pretrained). Original optimizer: CAIN (Choi et al. 2020, official code default): Adam, lr 1e-4.
+register_weights("cain", {
+    "tiny": PretrainedWeights(
+        source="shipped", file="weights/tiny/cain.pt", provenance="weights/tiny/cain.json",
+        sha256="7f788657174847bb8fa040be50128f7fb62c1f30a2514ee8c0efb310ce3953e9",
+        license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="1*L1", original_name="cain"),
+    "paper": PretrainedWeights(
+        source="release", file="cain_base.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="1*L1",
+        original_name="cain", url="https://github.com/myungsub/meta-interpolation (pretrained_models/)",
+        notes="the authors' base checkpoint; layout in ../shared/fixtures/checkpoint_manifests"),
+})

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from savfi_core import kernels
 from savfi_core.backbones._dain_parts import PWCConfig, PWCDCNet, megadepth_hourglass
 from savfi_core.backbones.common import InterpolationModel, InterpolationOutput, charbonnier
+from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 
 TIME_STEP = 0.5  # DAIN (and SAVFI's use of it) interpolates the middle frame only
@@ -293,3 +294,16 @@ class DAIN(InterpolationModel):
 def build_dain(config: DAINConfig) -> DAIN:
     """DAIN (Bao et al., CVPR 2019): depth-aware flow projection and adaptive warping."""
     return DAIN(config)
+
+
+# Where the weights come from (savfi_core.backbones.pretrained). Original optimizer: DAIN trained with Adamax and per-module rates (1e-4 base in the paper); following the rule of the savfi issue ('Adamax for SepConv, Adam otherwise') it gets Adam, lr 1e-4 here.
+register_weights("dain", {
+    "tiny": PretrainedWeights(
+        source="shipped", file="weights/tiny/dain.pt", provenance="weights/tiny/dain.json",
+        sha256="a8edd426ee9791e06fabbc2419baaf125d53851a1fdedf6a4306dafae45863ac",
+        license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="Charbonnier on the rectified output", original_name="dain"),
+    "paper": PretrainedWeights(
+        source="release", file="dain_base.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="Charbonnier on the rectified output",
+        original_name="dain", url="https://github.com/myungsub/meta-interpolation (pretrained_models/)",
+        notes="the authors' base checkpoint; layout in ../shared/fixtures/checkpoint_manifests"),
+})

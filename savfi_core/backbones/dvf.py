@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
+from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.kernels import backwarp
 
@@ -167,3 +168,16 @@ def _upsample(x: Tensor) -> Tensor:
 def build_dvf(config: DVFConfig) -> DeepVoxelFlow:
     """Deep Voxel Flow (Liu et al., ICCV 2017)."""
     return DeepVoxelFlow(config)
+
+
+# Where the weights come from (savfi_core.backbones.pretrained). Original optimizer: DVF (PyTorch port used by SAVFI): Adam, lr 1e-4.
+register_weights("dvf", {
+    "tiny": PretrainedWeights(
+        source="shipped", file="weights/tiny/dvf.pt", provenance="weights/tiny/dvf.json",
+        sha256="a1c153ae6c80c85beedc1a7c5ad7382ce943045497e9a93fc4bd8abe0ba3e671",
+        license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="1*MSE", original_name="voxelflow"),
+    "paper": PretrainedWeights(
+        source="release", file="voxelflow_ft.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="1*MSE",
+        original_name="voxelflow", url="https://github.com/myungsub/meta-interpolation (pretrained_models/)",
+        notes="the authors' base checkpoint; layout in ../shared/fixtures/checkpoint_manifests"),
+})

@@ -12,7 +12,7 @@ from torch import nn
 from savfi_core.backbones.carrier import CarrierFile
 from savfi_core.backbones.common import InterpolationModel
 
-SIZES = ("paper", "tiny")
+from savfi_core.vocabulary import SIZES
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,13 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def default_weights_path(name: str, size: str) -> Path:
-    """Where the shipped weights of ``name`` at ``size`` live inside the package."""
-    return Path(str(resources.files("savfi_core") / "weights" / size / f"{name}.pt"))
+    """Where the default weights of ``name`` at ``size`` live (its ``PretrainedWeights`` entry:
+    shipped or packaged file); the package's ``weights/<size>/<name>.pt`` when none is local."""
+    from savfi_core.backbones.pretrained import pretrained_weights
+
+    info = pretrained_weights(name, size)
+    path = info.path() if info is not None else None
+    return path if path is not None else Path(str(resources.files("savfi_core") / "weights" / size / f"{name}.pt"))
 
 
 def default_weights_source(name: str, size: str) -> Path | CarrierFile | None:
@@ -96,9 +101,10 @@ def create_model(
     """Build a registered backbone.
 
     size: "paper" (the published architecture) or "tiny" (same topology, narrower).
-    weights: None (random init), "default" (the weights shipped with savfi for that size, or the
-        authors' release from its carrier package, sha256-checked), or a path to a checkpoint in
-        any layout the authors released (see ``savfi_core.backbones.weights``).
+    weights: None (random init), "default" (the backbone's registered weights for that size: the
+        authors' release from its carrier package, or the entry of ``savfi_core.backbones.pretrained``
+        (shipped file), sha256-checked), or a path to a checkpoint in any layout the authors
+        released (see ``savfi_core.backbones.weights``).
     overrides: fields of the size config to replace (e.g. ``kernel_size=5`` for tests).
     """
     entry = model_entry(name)
@@ -120,14 +126,9 @@ def create_model(
 
             weights = locate_carrier_file(entry.released_weights[size])
         elif weights == "default":
-            path = default_weights_path(name, size)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"no shipped {size} weights for {name!r} at {path}; make them with "
-                    f"`python scripts/pretrain_tiny.py --model {name}` (or the grid params/pretrain.yaml) "
-                    f"or pass a checkpoint path"
-                )
-            weights = path
+            from savfi_core.backbones.pretrained import default_weights_file
+
+            weights = default_weights_file(name, size)  # where it comes from, checked against its sha256
         load_weights(model, weights)
     return model
 

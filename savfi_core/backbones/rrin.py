@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
+from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.kernels import backwarp
 
@@ -200,3 +201,16 @@ class RRIN(InterpolationModel):
 def build_rrin(config: RRINConfig) -> RRIN:
     """RRIN (Li et al., ICASSP 2020): flow and image residue refinement with four U-Nets."""
     return RRIN(config)
+
+
+# Where the weights come from (savfi_core.backbones.pretrained). Original optimizer: RRIN (official code): Adam, lr 1e-4.
+register_weights("rrin", {
+    "tiny": PretrainedWeights(
+        source="shipped", file="weights/tiny/rrin.pt", provenance="weights/tiny/rrin.json",
+        sha256="d27b58572fb4437a8d63933728c77ce9813bd5b51f76f3883cc0faf7a402862d",
+        license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="1*L1", original_name="rrin"),
+    "paper": PretrainedWeights(
+        source="release", file="rrin_base.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="1*L1",
+        original_name="rrin", url="https://github.com/myungsub/meta-interpolation (pretrained_models/)",
+        notes="the authors' base checkpoint; layout in ../shared/fixtures/checkpoint_manifests"),
+})

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
+from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.kernels import sepconv as separable_local_convolution
 
@@ -167,3 +168,16 @@ class SepConv(InterpolationModel):
 def build_sepconv(config: SepConvConfig) -> SepConv:
     """SepConv (Niklaus et al., ICCV 2017), adaptive separable convolution."""
     return SepConv(config)
+
+
+# Where the weights come from (savfi_core.backbones.pretrained). Original optimizer: SepConv (Niklaus et al. 2017, Sec. 4): Adamax, lr 1e-3.
+register_weights("sepconv", {
+    "tiny": PretrainedWeights(
+        source="shipped", file="weights/tiny/sepconv.pt", provenance="weights/tiny/sepconv.json",
+        sha256="d3af47aa56c99596adf245682fbf2d5f494b6618fda791d6874e490ea857c064",
+        license="MIT (trained by savfi)", optimizer="adamax", lr=0.001, loss="1*L1", original_name="sepconv"),
+    "paper": PretrainedWeights(
+        source="release", file="sepconv_base_l1.pth", sha256=None, license=None, optimizer="adamax", lr=0.001, loss="1*L1",
+        original_name="sepconv", url="https://github.com/myungsub/meta-interpolation (pretrained_models/)",
+        notes="the authors' base checkpoint; layout in ../shared/fixtures/checkpoint_manifests"),
+})

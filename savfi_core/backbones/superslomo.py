@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
+from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.checkpoint import CheckpointError, safe_load
 from savfi_core.kernels import backwarp
@@ -359,3 +360,16 @@ def load_vgg16_conv4_3(path: str | os.PathLike) -> nn.Sequential:
 def build_superslomo(config: SuperSloMoConfig) -> SuperSloMo:
     """Super SloMo (Jiang et al., CVPR 2018), bidirectional flow and visibility U-Nets."""
     return SuperSloMo(config)
+
+
+# Where the weights come from (savfi_core.backbones.pretrained). Original optimizer: Super-SloMo (Jiang et al. 2018, Sec. 4.1): Adam, lr 1e-4.
+register_weights("superslomo", {
+    "tiny": PretrainedWeights(
+        source="shipped", file="weights/tiny/superslomo.pt", provenance="weights/tiny/superslomo.json",
+        sha256="1fc2b7da805351d7f7466f9590560c4bb8131914853cf9d5dc117ddf1bafd73d",
+        license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="204*L1 + 102*warp L1 + 0.005*VGG16-conv4_3 MSE + smoothness", original_name="superslomo"),
+    "paper": PretrainedWeights(
+        source="release", file="superslomo_base.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="204*L1 + 102*warp L1 + 0.005*VGG16-conv4_3 MSE + smoothness",
+        original_name="superslomo", url="https://github.com/myungsub/meta-interpolation (pretrained_models/)",
+        notes="the authors' base checkpoint; layout in ../shared/fixtures/checkpoint_manifests"),
+})

@@ -35,13 +35,15 @@ and ``set_epoch(epoch)`` (new random crops and flips per epoch for training spli
 """
 from __future__ import annotations
 
+import functools
+
 from .augment import (
     augment_for_training,
     choose_moving_crop,
     crop_frames,
     random_crop_origin,
     sample_generator,
-    temporal_flip,
+    reverse_time,
 )
 from .base import SavfiDataset
 from .clips import CLIP_FILES, CLIP_SCENES, ClipsDataset, clip_path, find_shot_cuts, load_clip
@@ -75,7 +77,7 @@ __all__ = [
     "random_crop_origin",
     "choose_moving_crop",
     "crop_frames",
-    "temporal_flip",
+    "reverse_time",
     "augment_for_training",
     "decode_video",
     "clip_path",
@@ -93,18 +95,11 @@ __all__ = [
 ]
 
 
-def _vimeo_septuplet(**options) -> VimeoDataset:
-    return VimeoDataset(kind="septuplet", **options)
-
-
-def _vimeo_triplet(**options) -> VimeoDataset:
-    return VimeoDataset(kind="triplet", **options)
-
-
 #: dataset name -> constructor taking the reader's options as keywords
 DATASETS = {
-    "vimeo_septuplet": _vimeo_septuplet,
-    "vimeo_triplet": _vimeo_triplet,
+    # partials, not wrappers, so that the grid checks see the reader's keyword arguments
+    "vimeo_septuplet": functools.partial(VimeoDataset, kind="septuplet"),
+    "vimeo_triplet": functools.partial(VimeoDataset, kind="triplet"),
     "middlebury": MiddleburyDataset,
     "hd": HDDataset,
     "snufilm": SnuFilmDataset,

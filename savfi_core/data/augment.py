@@ -18,7 +18,7 @@ __all__ = [
     "random_crop_origin",
     "choose_moving_crop",
     "crop_frames",
-    "temporal_flip",
+    "reverse_time",
 ]
 
 
@@ -104,8 +104,9 @@ def crop_frames(frames: torch.Tensor, top: int, left: int, crop_size: int | tupl
     return frames[..., top : top + crop_height, left : left + crop_width].contiguous()
 
 
-def temporal_flip(frames: torch.Tensor, valid: torch.Tensor, target_index: int):
+def reverse_time(frames: torch.Tensor, valid: torch.Tensor, target_index: int):
     """Reverse time: position i goes to N-1-i, so a centred target stays where it is.
+    (``savfi_core.meta.temporal_flip`` applies it to selected items of a batch.)
 
     Returns (frames, valid, target_index) with target_index mapped to N-1-target_index.
     """
@@ -148,5 +149,5 @@ def augment_for_training(
             top, left = random_crop_origin(frames.shape[-2], frames.shape[-1], (crop_height, crop_width), generator)
         frames = crop_frames(frames, top, left, (crop_height, crop_width))
     if flip and bool(torch.rand((), generator=generator) < 0.5):
-        frames, valid, target_index = temporal_flip(frames, valid, target_index)
+        frames, valid, target_index = reverse_time(frames, valid, target_index)
     return frames, valid, target_index

@@ -45,6 +45,7 @@ from __future__ import annotations
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -158,7 +159,7 @@ class ClipsDataset(SavfiDataset):
 
     def __init__(
         self,
-        split: str = "test",
+        split: Literal["train", "test"] = "test",
         stride: int | None = None,
         augment: bool | None = None,
         crop_size: int | tuple[int, int] | None = None,

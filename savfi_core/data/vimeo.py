@@ -11,6 +11,7 @@ random 256x256 crop and a random temporal flip (p=1/2), drawn from a generator s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -40,7 +41,7 @@ class VimeoDataset(SavfiDataset):
     def __init__(
         self,
         root: str | Path,
-        split: str = "test",
+        split: Literal["train", "test"] = "test",
         kind: str = "septuplet",
         augment: bool | None = None,
         crop_size: int | tuple[int, int] | None = 256,

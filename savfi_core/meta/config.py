@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-ALGORITHMS = ("maml", "maml++", "metasgd", "l2f")
+from savfi_core.vocabulary import ALGORITHMS
+
 INNER_RULES = ("sgd", "adam", "adamax")
 OUTER_OPTIMIZERS = ("adam", "adamax")
 OUTER_LR_SCHEDULES = ("constant", "cosine")

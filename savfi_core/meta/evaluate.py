@@ -1,32 +1,50 @@
 """Per-sample evaluation of the paper's protocols, as one pandas DataFrame.
 
-Protocols (the columns of the paper's table):
-
-* ``baseline``: the given network, no adaptation.
-* ``retrained``: the same computation as ``baseline``; the label says the given network was
-  re-trained on septuplet tasks without an inner loop (``meta_train`` with ``inner_steps=0``).
-* ``finetune``: the given network adapted at test time on the support triplets with plain MAML
-  inner steps (same steps, rule and ``inner_lr`` as the config), no meta-training.
-* ``meta``: a meta-trained :class:`MetaLearner`'s own adaptation (learned rates, attenuation,
-  per-step BatchNorm as its algorithm has them). Needs a MetaLearner.
+The protocols (baseline, retrained, finetune, meta) are objects of
+:mod:`savfi_core.study.protocols`; ``evaluate_protocols`` measures any list of them,
+``evaluate`` builds them from a network or a MetaLearner.
 
 Each row holds the PSNR/SSIM of the final prediction, the PSNR before and after adaptation for the
 same weights (equal for the non-adapting protocols), and the wall time of adaptation.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
-import torch
 from torch import nn
 
 from savfi_core.meta.config import MetaConfig
 from savfi_core.meta.learner import MetaLearner
 from savfi_core.meta.tasks import can_adapt
+from savfi_core.vocabulary import ADAPTING, PROTOCOLS
 
-PROTOCOLS = ("baseline", "retrained", "finetune", "meta")
-ADAPTING = ("finetune", "meta")
+__all__ = ["ADAPTING", "PROTOCOLS", "evaluate", "evaluate_frame_average", "evaluate_protocols", "protocols_for"]
+
+
+def protocols_for(model_or_learner: nn.Module | MetaLearner, protocols: Iterable[str], config: MetaConfig | None = None) -> list:
+    """Protocol objects of a network or a MetaLearner (see ``evaluate`` for the rules)."""
+    from savfi_core.study.protocols import EvaluationProtocol, finetune, meta, unadapted
+
+    learner = model_or_learner if isinstance(model_or_learner, MetaLearner) else None
+    model = learner.model if learner is not None else model_or_learner
+    unknown = [name for name in protocols if name not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocols {unknown}; choose from {PROTOCOLS}")
+    if "meta" in protocols and learner is None:
+        raise ValueError("protocol 'meta' needs a MetaLearner, got a plain network")
+    finetune_config = config if config is not None else (learner.config if learner is not None else MetaConfig())
+    built = []
+    for name in protocols:
+        if name == "meta":
+            built.append(meta(learner))
+        elif name == "finetune":
+            built.append(finetune(model, finetune_config))
+        elif learner is not None:  # unadapted predictions of a learner go through it (MAML++ BatchNorm copy 0)
+            built.append(EvaluationProtocol(name, learner))
+        else:
+            built.append(unadapted(name, model))
+    return built
 
 
 def evaluate(
@@ -52,26 +70,19 @@ def evaluate(
     inner_steps, psnr, ssim, psnr_before, psnr_after, adapt_seconds.
     The network is put in eval mode during evaluation and restored afterwards.
     """
+    if protocols is None:
+        protocols = ("meta",) if isinstance(model_or_learner, MetaLearner) else ("baseline", "finetune")
+    return evaluate_protocols(protocols_for(model_or_learner, tuple(protocols), config), dataset, steps=steps, limit=limit)
+
+
+def evaluate_protocols(protocols: Sequence, dataset: Iterable, *, steps: int | None = None, limit: int | None = None) -> pd.DataFrame:
+    """One row per (sample, protocol) for protocol objects (``savfi_core.study.protocols``)."""
     from savfi_core.metrics import psnr as compute_psnr, ssim as compute_ssim
 
-    learner = model_or_learner if isinstance(model_or_learner, MetaLearner) else None
-    model = learner.model if learner is not None else model_or_learner
-    if protocols is None:
-        protocols = ("meta",) if learner is not None else ("baseline", "finetune")
-    protocols = tuple(protocols)
-    unknown = [name for name in protocols if name not in PROTOCOLS]
-    if unknown:
-        raise ValueError(f"unknown protocols {unknown}; choose from {PROTOCOLS}")
-    if "meta" in protocols and learner is None:
-        raise ValueError("protocol 'meta' needs a MetaLearner, got a plain network")
-    finetune_config = config if config is not None else (learner.config if learner is not None else MetaConfig())
-    # Plain MAML inner loop on the given weights: no learned rates, no attenuation, no per-step BN.
-    finetuner = MetaLearner(model, finetune_config.replace(algorithm="maml", per_step_batchnorm=False)) if "finetune" in protocols else None
-    # Unadapted predictions of a learner go through it (MAML++ per-step BatchNorm copy 0 included).
-    plain = learner if learner is not None else (finetuner or MetaLearner(model, MetaConfig(per_step_batchnorm=False)))
-
-    was_training = model.training
-    model.eval()
+    models = {id(protocol.learner.model): protocol.learner.model for protocol in protocols}
+    was_training = {key: model.training for key, model in models.items()}
+    for model in models.values():
+        model.eval()
     rows = []
     try:
         for count, sample in enumerate(dataset):
@@ -82,27 +93,27 @@ def evaluate(
             target = sample.frames[sample.target_index]
             adaptable = can_adapt(sample)
             for protocol in protocols:
-                if protocol in ADAPTING and not adaptable:
+                if protocol.adapts and not adaptable:
                     raise ValueError(
-                        f"protocol {protocol!r} needs frames at t-3, t-1, t+1, t+3; sample {sample.name!r} "
+                        f"protocol {protocol.name!r} needs frames at t-3, t-1, t+1, t+3; sample {sample.name!r} "
                         f"(valid {sample.valid.tolist()}, target_index {sample.target_index}) has not: "
                         f"evaluate it with protocols=('baseline',)"
                     )
-                runner = {"baseline": plain, "retrained": plain, "finetune": finetuner, "meta": learner}[protocol]
-                before = runner.predict(sample).clamp(0, 1)
+                before = protocol.predict(sample).clamp(0, 1)
                 psnr_before = compute_psnr(before, target)
-                if protocol in ADAPTING:
-                    prediction, _, seconds = runner.adapt_and_predict(sample, steps)
+                if protocol.adapts:
+                    prediction, seconds = protocol.adapt_and_predict(sample, steps)
                     prediction = prediction.clamp(0, 1)
                 else:
                     prediction, seconds = before, 0.0
+                config = protocol.learner.config
                 rows.append(
                     {
                         "sequence": sample.name,
-                        "protocol": protocol,
-                        "algorithm": runner.config.algorithm if protocol == "meta" else "none",
-                        "inner_rule": runner.config.inner_rule if protocol in ADAPTING else "none",
-                        "inner_steps": (runner.config.inner_steps if steps is None else steps) if protocol in ADAPTING else 0,
+                        "protocol": protocol.name,
+                        "algorithm": protocol.algorithm,
+                        "inner_rule": protocol.inner_rule,
+                        "inner_steps": (config.inner_steps if steps is None else steps) if protocol.adapts else 0,
                         "psnr": compute_psnr(prediction, target),
                         "ssim": compute_ssim(prediction, target),
                         "psnr_before": psnr_before,
@@ -111,7 +122,8 @@ def evaluate(
                     }
                 )
     finally:
-        model.train(was_training)
+        for key, model in models.items():
+            model.train(was_training[key])
     return pd.DataFrame(rows)
 
 

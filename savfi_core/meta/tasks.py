@@ -53,11 +53,18 @@ class Task:
         return self.query.frame0.shape[0]
 
 
+def valid_at(valid: Tensor, positions) -> bool:
+    """True when every position is inside the sample and holds a valid frame (in every item of
+    a batch): the one test of "is there a frame here" for tasks, triplets and adaptation."""
+    valid = torch.as_tensor(valid)
+    return all(0 <= position < valid.shape[-1] and bool(valid[..., position].all()) for position in positions)
+
+
 def _positions_or_raise(valid: Tensor, target_index: int, offsets: tuple[int, ...], name: str, purpose: str) -> list[int]:
     count = valid.shape[-1]
     positions = [target_index + offset for offset in offsets]
     for position in positions:
-        if not 0 <= position < count or not bool(valid[..., position].all()):
+        if not valid_at(valid, [position]):
             raise ValueError(
                 f"sample {name!r}: {purpose} needs a valid frame at position {position} "
                 f"(target_index {target_index}, {count} positions, valid {valid.tolist()}); "
@@ -69,9 +76,7 @@ def _positions_or_raise(valid: Tensor, target_index: int, offsets: tuple[int, ..
 def can_adapt(sample) -> bool:
     """True when the sample has the four frames test-time adaptation reads."""
     t = sample.target_index
-    valid = sample.valid
-    needed = [t - 3, t - 1, t + 1, t + 3]
-    return all(0 <= p < valid.shape[-1] and bool(valid[..., p].all()) for p in needed)
+    return valid_at(sample.valid, [t - 3, t - 1, t + 1, t + 3])
 
 
 def _batched(sample) -> tuple[Tensor, Tensor, list[str]]:
@@ -124,9 +129,12 @@ def temporal_flip(sample, flip: Tensor):
         raise ValueError(
             f"temporal flip needs a symmetric layout (target_index {sample.target_index} of {count} positions)"
         )
-    selector = flip.view(-1, 1, 1, 1, 1)
-    flipped_frames = torch.where(selector, frames.flip(1), frames)
-    flipped_valid = torch.where(flip.view(-1, 1), valid.flip(1), valid)
+    from savfi_core.data.augment import reverse_time
+
+    reversed_items = [reverse_time(frames[i], valid[i], sample.target_index)[:2] if bool(flip[i]) else (frames[i], valid[i])
+                      for i in range(frames.shape[0])]
+    flipped_frames = torch.stack([item[0] for item in reversed_items])
+    flipped_valid = torch.stack([item[1] for item in reversed_items])
     result = copy(sample)
     if sample.frames.dim() == 4:
         flipped_frames, flipped_valid = flipped_frames[0], flipped_valid[0]

@@ -11,11 +11,10 @@ that resume exactly, guard against divergence, and return the curve as a pandas 
 from savfi_core.train.common import DivergenceGuard, curve_path_for, sample_triplet_batch
 from savfi_core.train.loop import ResumeMismatchError
 from savfi_core.train.meta_train import meta_train
-from savfi_core.train.pretrain import ORIGINAL_OPTIMIZERS, pretrain
+from savfi_core.train.pretrain import pretrain
 
 __all__ = [
     "DivergenceGuard",
-    "ORIGINAL_OPTIMIZERS",
     "ResumeMismatchError",
     "curve_path_for",
     "meta_train",

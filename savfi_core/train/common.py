@@ -130,12 +130,11 @@ def triplet_positions(sample, all_triplets: bool = False) -> list[tuple[int, int
     whose three frames are valid is offered (5 per Vimeo septuplet), so each decoded window
     yields more training pairs.
     """
+    from savfi_core.meta.tasks import valid_at
+
     valid = [bool(v) for v in torch.as_tensor(sample.valid).tolist()]
-    if all_triplets:
-        positions = [(i - 1, i + 1, i) for i in range(1, len(valid) - 1) if valid[i - 1] and valid[i] and valid[i + 1]]
-    else:
-        t = int(sample.target_index)
-        positions = [(t - 1, t + 1, t)] if 0 < t < len(valid) - 1 and valid[t - 1] and valid[t] and valid[t + 1] else []
+    centres = range(1, len(valid) - 1) if all_triplets else [int(sample.target_index)]
+    positions = [(i - 1, i + 1, i) for i in centres if valid_at(sample.valid, (i - 1, i, i + 1))]
     if not positions:
         raise ValueError(f"sample {getattr(sample, 'name', '?')!r} has no valid (t-1, t+1 -> t) triplet (valid={valid})")
     return positions

@@ -12,32 +12,20 @@ from savfi_core.train.common import DivergenceGuard, sample_triplet_batch, valid
 from savfi_core.train.flow_teacher import bilateral_displacement, flow_teacher_loss
 from savfi_core.train.loop import run_training
 
-# Optimizer and learning rate of each network's original training, used unless configured.
-# SepConv (Niklaus et al. 2017, Sec. 4): Adamax, lr 1e-3. CAIN (Choi et al. 2020, official
-# code default): Adam, lr 1e-4. Super-SloMo (Jiang et al. 2018, Sec. 4.1): Adam, lr 1e-4.
-# DVF (PyTorch port used by SAVFI): Adam, lr 1e-4. RRIN (official code): Adam, lr 1e-4.
-# DAIN trained with Adamax and per-module rates (1e-4 base in the paper); following the rule of
-# the savfi issue ("Adamax for SepConv, Adam otherwise") it gets Adam, lr 1e-4 here.
-ORIGINAL_OPTIMIZERS: dict[str, tuple[str, float]] = {
-    "sepconv": ("adamax", 1e-3),
-    "cain": ("adam", 1e-4),
-    "superslomo": ("adam", 1e-4),
-    "dvf": ("adam", 1e-4),
-    "rrin": ("adam", 1e-4),
-    "dain": ("adam", 1e-4),
-}
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 
 
 def default_optimizer(model: nn.Module) -> tuple[str, float]:
     """(optimizer name, learning rate) of the model's original training script."""
+    from savfi_core.backbones.pretrained import pretrained_weights
+
     name = getattr(model, "model_name", None)
-    if name not in ORIGINAL_OPTIMIZERS:
-        raise ValueError(
-            f"no original optimizer known for model {name!r} (known: {sorted(ORIGINAL_OPTIMIZERS)}); "
-            f"pass optimizer= and lr= explicitly"
-        )
-    return ORIGINAL_OPTIMIZERS[name]
+    # the architecture's original training; every size of a backbone records the same
+    info = (pretrained_weights(name, getattr(model, "model_size", "paper")) or pretrained_weights(name, "paper")) if name else None
+    if info is None:
+        raise ValueError(f"no original optimizer known for model {name!r} (none in savfi_core.backbones.pretrained); "
+                         f"pass optimizer= and lr= explicitly")
+    return info.optimizer, info.lr
 
 
 def pretrain(
@@ -79,7 +67,7 @@ def pretrain(
     ``uniform_crop_fraction`` of the batch, motion-aware for the rest), random flips,
     and minimizes ``model.loss(model(frame0, frame1), target)['total']``.
 
-    optimizer, lr: default to the model's original training (:data:`ORIGINAL_OPTIMIZERS`).
+    optimizer, lr: default to the model's original training (its ``PretrainedWeights`` entry).
     lr_schedule: ``constant``, or ``cosine`` (from ``lr`` down to ``min_lr`` at step ``steps``;
     one scheduler step per loop step, skipped ones included, so the rate depends only on the step).
     A fixed budget with a cosine decay ends on a settled checkpoint, which is the one to ship:
