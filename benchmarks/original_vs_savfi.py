@@ -220,8 +220,8 @@ def worker_savfi(a) -> dict:
                           first_order=not a.second_order, outer_lr=1e-5, outer_optimizer="adam",
                           temporal_flip=False)
     if a.savfi_skip_after:
-        # Diagnostic only: skip meta_step's extra no-grad support pass ("support_loss_after",
-        # a metric the original does not compute), to see how much of savfi's time it is.
+        # Diagnostic from before meta_step computed "support_loss_after" only on request: skips
+        # any no-grad support pass (today meta_step runs none by default, so this changes nothing).
         inner = learner._support_loss
         learner._support_loss = lambda *x, **k: inner(*x, **k) if torch.is_grad_enabled() else torch.zeros(())
     batches = load_batches(a.batch_size, a.crop, a.num_samples)
