@@ -9,7 +9,9 @@
 Finished jobs whose parameters and inputs are unchanged are skipped (``--force`` reruns them),
 so running the same command again after an interruption continues where it stopped. A failing
 job is recorded in its folder (``job.json``, ``log.txt``, the executed ``notebook.ipynb``), the
-jobs that depend on it are skipped, the rest go on, and the exit code is 1.
+jobs that depend on it are skipped, the rest go on, and the exit code is 1. One runner at a
+time per results folder: a second one refuses (exit 3) and names the first (``savfi_core/runlock.py``);
+jobs stop with their runner, even one killed with SIGKILL (``savfi_core/procs.py``).
 See ``savfi_core/grid.py`` for the grid format and ``results/README.md`` for clusters.
 """
 from __future__ import annotations
@@ -17,11 +19,14 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from savfi_core.grid import GridError, expand_grid, load_grid, plan, run_jobs, select_jobs
+from savfi_core.runlock import RunLockError, acquire_run_lock, describe_holder
 
 DEFAULT_GRID = Path(__file__).resolve().parent / "params" / "quick.yaml"
 
@@ -62,6 +67,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {job.job_id:<{width}}  {statuses[job.job_id]:<8}  {job.notebook.name:<20} after: {after}")
         return 0
 
+    try:
+        lock = acquire_run_lock(grid_dir)
+    except RunLockError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    if lock.stale_holder:
+        print(f"note: {grid_dir}: the previous run ({describe_holder(lock.stale_holder)}) ended without "
+              f"releasing its lock; taking it over", file=sys.stderr)
+    # `kill PID` stops the grid like Ctrl-C: running jobs are stopped, their folders marked.
+    # (Restored afterwards: main() is also called in-process, by the tests.)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None
+    try:
+        return _run(arguments, grid, jobs, grid_dir)
+    finally:
+        lock.release()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _run(arguments: argparse.Namespace, grid: dict, jobs: list, grid_dir: Path) -> int:
     from tqdm.auto import tqdm
 
     cores = os.cpu_count() or 1

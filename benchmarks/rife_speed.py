@@ -111,8 +111,8 @@ def main() -> None:
                   f"| {summary(times['ours_backward'])} | {summary(times['reference_backward'])} | {ratio_backward:.2f} "
                   f"| {summary(times['adapt'])} |", flush=True)
     print("\nratio = savfi / reference (below 1: savfi is faster). Both warp with `grid_sample` here: savfi's "
-          "`backwarp` runs it (backend `grid_sample`, chosen by `auto` on CPU) and falls back to its gather "
-          "reference only for the graph of a second-order backward.")
+          "`backwarp` runs it (backend `grid_sample`, which the RIFE backbones ask for) and falls back to its "
+          "gather reference only for the graph of a second-order backward.")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
+import glob
+import io
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from savfi_core.runlock import process_is_running
 
 # The only non-tensor classes the original checkpoints are known to hold (see module docstring).
 SAFE_CHECKPOINT_GLOBALS = (argparse.Namespace, datetime.datetime, datetime.timedelta, datetime.timezone)
@@ -42,20 +47,50 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` with ``torch.save`` so that ``path`` is either the old or the new file.
 
-    The data goes to a temporary file in the same folder, is flushed to disk, then renamed over
-    ``path``: a run killed mid-write never leaves a truncated checkpoint behind.
+    The data goes to a temporary file in the same folder (``.<name>.<pid>.<random>.tmp``), is
+    flushed to disk, then renamed over ``path``: a run killed mid-write never leaves a truncated
+    checkpoint behind. On any failure the temporary file is removed; temporaries of ``path`` left
+    by a process that no longer runs (killed with SIGKILL mid-write) are removed on the next save.
+    A full disk raises ``OSError(ENOSPC, "no space left on device while writing <path>")``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    # Serialized in memory first: torch.save's zip writer reports a full disk as an opaque
+    # "unexpected pos" RuntimeError, a plain write says ENOSPC.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            _write_all(descriptor, buffer.getbuffer())
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path}") from error
         raise
     return path
+
+
+def _write_all(descriptor: int, data: memoryview) -> None:
+    written = 0
+    while written < len(data):
+        written += os.write(descriptor, data[written:])
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove ``atomic_save`` temporaries of ``path`` whose writing process is gone; return them."""
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid_text = candidate.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid_text.isdigit() or process_is_running(int(pid_text)):
+            continue  # not ours (or an older name without a pid), or still being written
+        candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
+

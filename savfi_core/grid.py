@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -49,6 +48,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import yaml
+
+from savfi_core.procs import die_with_parent, run_job_process, stop_job_processes
+from savfi_core.runlock import held_descriptors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("pretrain", "meta_train", "evaluate", "report")
@@ -510,19 +512,20 @@ def execute_job(spec: dict[str, Any]) -> dict[str, Any]:
     environment.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MPLBACKEND="Agg")
     start = time.perf_counter()
     with open(job_dir / "log.txt", "w") as log:
-        completed = subprocess.run(
+        # Own process group, dies with this runner, keeps the run lock held while it lives.
+        returncode = run_job_process(
             [spec.get("python", sys.executable), "-m", "savfi_core.grid", str(job_dir / "run.json")],
-            stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=spec["working_directory"],
+            stdout=log, env=environment, cwd=spec["working_directory"], keep_descriptors=held_descriptors(),
         )
     seconds = time.perf_counter() - start
-    if completed.returncode == 0:
+    if returncode == 0:
         return {"status": "done", "error": None, "seconds": seconds}
     error_file = job_dir / "error.json"
     if error_file.is_file():
         error = json.loads(error_file.read_text())["error"]
     else:  # the subprocess died before it could write its error (killed, import failure)
         tail = (job_dir / "log.txt").read_text().strip().splitlines()[-15:]
-        error = f"exit code {completed.returncode}; log tail:\n" + "\n".join(tail)
+        error = f"exit code {returncode}; log tail:\n" + "\n".join(tail)
     return {"status": "failed", "error": error, "seconds": seconds}
 
 
@@ -530,6 +533,8 @@ def _execute_notebook_here(run_file: Path) -> int:
     """Body of the subprocess: one papermill execution; errors go to error.json."""
     import papermill
 
+    watching = die_with_parent()
+    print(f"job process {os.getpid()}: stops with its runner ({watching})", file=sys.stderr, flush=True)
     spec = json.loads(Path(run_file).read_text())
     job_dir = Path(spec["job_dir"])
     try:
@@ -703,10 +708,13 @@ def run_jobs(
         try:
             finished, _ = concurrent.futures.wait(list(running), return_when=concurrent.futures.FIRST_COMPLETED)
         except KeyboardInterrupt:
-            # Ctrl-C: start nothing more. Queued jobs are cancelled (their folders say so); jobs
-            # already running got the same SIGINT from the terminal. Rerunning continues here.
+            # Ctrl-C (or SIGTERM): start nothing more. Queued jobs are cancelled (their folders
+            # say so); running jobs are in process groups of their own, stopped here, so none
+            # outlives the runner. Rerunning continues here.
+            for future in running:
+                future.cancel()
+            stop_job_processes()
             for future, job_id in running.items():
-                future.cancel()  # no-op for a job already running: it was interrupted with us
                 write_record(grid_dir / job_id, {"job_id": job_id, "stage": by_id[job_id].stage, "status": "interrupted",
                                                  "hash": hashes[job_id]})
             raise

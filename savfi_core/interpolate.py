@@ -3,6 +3,7 @@
     python -m savfi_core.interpolate INPUT --model NAME --weights CKPT --out OUTPUT
         [--size tiny|paper] [--algorithm maml|maml++|metasgd|l2f] [--adapt-steps N]
         [--inner-lr LR] [--times 2|4|8] [--no-adapt] [--downscale K] [--max-frames N] [--fps F]
+        [--overwrite] [--strict] [--seed S] [--debug]
 
 INPUT is a folder of frames (natural order) or a video file. For every gap between consecutive
 frames ``F[i], F[i+1]`` that has a 4-frame window ``F[i-1], F[i], F[i+1], F[i+2]``, the network is
@@ -19,7 +20,12 @@ network checkpoint in any layout ``create_model`` reads, or a MetaLearner checkp
 learned rates, attenuator and per-step BatchNorm are then used.
 
 OUTPUT is a folder (numbered PNGs ``frame_000000.png`` ...) or a video file (suffix .mp4, .mkv,
-.mov, .avi or .webm) encoded with PyAV at the input frame rate times ``--times``.
+.mov, .avi or .webm) encoded with PyAV at the input frame rate times ``--times``. It is checked
+before anything is decoded or computed; an existing video or non-empty folder is refused unless
+``--overwrite``, and then replaced as a whole, atomically (``savfi_core/io_safety.py``). A video
+that decodes to fewer frames than its container declares (a cut file) is reported, and refused
+with ``--strict``. Errors are one line, ``savfi: error: <path>: <what>`` with exit code 2
+(``--debug`` for the traceback).
 """
 from __future__ import annotations
 
@@ -34,23 +40,33 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from savfi_core.checkpoint import safe_load
-from savfi_core.data import Sample, four_frame_layout, list_image_files, read_image
+from savfi_core.checkpoint import CheckpointError, safe_load
+from savfi_core.data import DatasetError, Sample, four_frame_layout, list_image_files, read_image
+from savfi_core.data.core import stack_same_size
+from savfi_core.io_safety import VIDEO_SUFFIXES, OutputError, OutputTarget, check_output, describe_os_error, replace_atomically
 from savfi_core.meta.config import ALGORITHMS, MetaConfig
 from savfi_core.meta.learner import CHECKPOINT_FORMAT, MetaLearner
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
 log = logging.getLogger("savfi.interpolate")
 
 
-def read_input(path: Path, downscale: int = 1, max_frames: int | None = None) -> tuple[torch.Tensor, float | None]:
-    """Frames float32 [T, 3, H, W] in [0, 1] and the frame rate (None for an image folder)."""
+def read_input(
+    path: Path, downscale: int = 1, max_frames: int | None = None, strict: bool = False
+) -> tuple[torch.Tensor, float | None]:
+    """Frames float32 [T, 3, H, W] in [0, 1] and the frame rate (None for an image folder).
+
+    strict: a video that decodes to fewer frames than its container declares raises
+    :class:`DatasetError` instead of logging a warning.
+    """
     if path.is_dir():
         files = list_image_files(path)
         if not files:
-            raise FileNotFoundError(f"no image files in input folder {path}")
+            raise DatasetError(f"{path}: no image files in the input folder")
         files = files[:max_frames] if max_frames else files
-        frames = torch.stack([read_image(file) for file in files])
+        try:
+            frames = stack_same_size([read_image(file) for file in files], files)
+        except DatasetError as error:  # "<folder>: frames ... differ in size: <file> is ..."
+            raise DatasetError(f"{path}: {error}") from error
         if downscale > 1:
             frames = F.avg_pool2d(frames, downscale)
         return frames, None
@@ -59,8 +75,28 @@ def read_input(path: Path, downscale: int = 1, max_frames: int | None = None) ->
     from savfi_core.data import decode_video
 
     video = decode_video(path, downscale=downscale)
+    check_video_complete(path, video.frames.shape[0], strict)
     frames = video.frames[:max_frames] if max_frames else video.frames
     return frames.to(torch.float32) / 255.0, video.fps
+
+
+def declared_frame_count(path: Path) -> int:
+    """Frames the container says its first video stream holds (0 when it does not say)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return int(container.streams.video[0].frames or 0)
+
+
+def check_video_complete(path: Path, decoded: int, strict: bool) -> None:
+    """Compare the decoded frame count with the container's: a cut file decodes without error."""
+    declared = declared_frame_count(path)
+    if declared and decoded < declared:
+        message = (f"{path}: video is truncated: decoded {decoded} of the {declared} frames its container declares"
+                   + ("" if strict else " (using those; --strict refuses such input)"))
+        if strict:
+            raise DatasetError(message)
+        log.warning("warning: %s", message)
 
 
 def build_learner(args: argparse.Namespace) -> MetaLearner:
@@ -79,10 +115,10 @@ def build_learner(args: argparse.Namespace) -> MetaLearner:
         model = create_model(args.model, size=args.size)
         saved_name = state.get("model_name")
         if saved_name not in (None, args.model):
-            raise ValueError(f"{weights} is a MetaLearner checkpoint of {saved_name!r}, not {args.model!r}")
+            raise CheckpointError(f"{weights} is a MetaLearner checkpoint of {saved_name!r}, not {args.model!r}")
         learner = MetaLearner.from_state_dict(model, state)
         if args.algorithm is not None and args.algorithm != learner.config.algorithm:
-            raise ValueError(f"{weights} was meta-trained with {learner.config.algorithm!r}; drop --algorithm or pass that one")
+            raise CheckpointError(f"{weights} was meta-trained with {learner.config.algorithm!r}; drop --algorithm or pass that one")
         log.info("MetaLearner checkpoint %s: algorithm %s, %d inner step(s)", weights, learner.config.algorithm, learner.config.inner_steps)
         return learner
     model = create_model(args.model, size=args.size, weights=None if weights == "none" else weights)
@@ -140,10 +176,15 @@ def multiply_frame_rate(
     return torch.stack(output)
 
 
-def write_output(frames: torch.Tensor, path: Path, fps: float) -> None:
-    """Numbered PNGs into a folder, or an H.264 video (yuv420p, even size) at ``fps``."""
+def write_output(frames: torch.Tensor, path: Path, fps: float, kind: str | None = None) -> None:
+    """Numbered PNGs into a folder, or an H.264 video (yuv420p, even size) at ``fps``.
+
+    kind: ``'video'`` or ``'frames'``; default from the suffix. Writes exactly where it is told:
+    the CLI points it at a temporary sibling (:func:`write_output_atomically`).
+    """
     pixels = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    if path.suffix.lower() in VIDEO_SUFFIXES:
+    kind = kind or ("video" if path.suffix.lower() in VIDEO_SUFFIXES else "frames")
+    if kind == "video":
         import av
 
         height, width = pixels.shape[1:3]
@@ -167,6 +208,19 @@ def write_output(frames: torch.Tensor, path: Path, fps: float) -> None:
         Image.fromarray(image).save(path / f"frame_{index:06d}.png")
 
 
+def write_output_atomically(frames: torch.Tensor, target: OutputTarget, fps: float) -> None:
+    """``write_output`` into a temporary sibling, renamed over ``target.path`` when complete."""
+    import av
+
+    with replace_atomically(target) as temporary:
+        try:
+            write_output(frames, temporary, fps, kind=target.kind)
+        except av.error.FFmpegError as error:  # PyAV's errors name the temporary, not the output
+            if isinstance(error, OSError) and error.errno:  # av.error.OSError: ENOSPC, EROFS, ...
+                raise describe_os_error(error, target.path) from error
+            raise OutputError(target.path, f"encoding failed: {error}") from error
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m savfi_core.interpolate", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", type=Path, help="folder of frames or a video file")
@@ -183,21 +237,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-frames", type=int, default=None, help="use only the first N input frames")
     parser.add_argument("--fps", type=float, default=None, help="input frame rate (default: the video's, or 25 for a folder)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (PNGs) or video file (.mp4 ...)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output video or non-empty folder (as a whole)")
+    parser.add_argument("--strict", action="store_true", help="refuse a video with fewer frames than its container declares")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (--weights none) and any sampling")
+    parser.add_argument("--debug", action="store_true", help="on error, print the traceback instead of one line")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
-    # Scoped, not global: main() is also called in-process (tests, notebooks), and a global
-    # switch would leave autograd off for the caller. Adaptation re-enables it where needed.
-    with torch.no_grad():
-        return _interpolate(args)
+    try:
+        # Scoped, not global: main() is also called in-process (tests, notebooks), and a global
+        # switch would leave autograd off for the caller. Adaptation re-enables it where needed.
+        with torch.no_grad():
+            return _interpolate(args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        print(f"savfi: error: {error}", file=sys.stderr)
+        return 2
+
+
+# Errors that are about the user's input or output, reported as one line (--debug: traceback).
+# Their messages name the path: DatasetError and OutputError by contract, CheckpointError too.
+USER_ERRORS = (DatasetError, OutputError, CheckpointError, FileNotFoundError)
 
 
 def _interpolate(args: argparse.Namespace) -> int:
-    frames, input_fps = read_input(args.input, args.downscale, args.max_frames)
+    from savfi_core.train.common import seed_everything
+
+    target = check_output(args.out, overwrite=args.overwrite)  # before any decoding or compute
+    if not args.input.exists():
+        raise DatasetError(f"{args.input}: input not found (a folder of frames or a video file)")
+    frames, input_fps = read_input(args.input, args.downscale, args.max_frames, strict=args.strict)
+    if frames.shape[0] < 2:
+        raise DatasetError(f"{args.input}: need at least 2 frames to interpolate, got {frames.shape[0]}")
     fps = args.fps or input_fps or 25.0
+    seed_everything(args.seed)  # before the model exists: random weights are then reproducible
     learner = build_learner(args)
     learner.model.eval()
     steps = args.adapt_steps if args.adapt_steps is not None else learner.config.inner_steps
@@ -221,8 +298,9 @@ def _interpolate(args: argparse.Namespace) -> int:
             log.info("%s predicts only the middle frame: x%d by %d rounds of doubling", args.model, args.times, int(np.log2(args.times)))
         for _ in range(int(np.log2(args.times))):
             frames = multiply_frame_rate(frames, learner, steps, adapt=not args.no_adapt)
-    write_output(frames, args.out, fps * args.times)
-    log.info("wrote %d frames to %s", frames.shape[0], args.out)
+    replacing = target.path.exists()
+    write_output_atomically(frames, target, fps * args.times)
+    log.info("wrote %d frames to %s%s", frames.shape[0], args.out, " (replacing the previous output)" if replacing else "")
     return 0
 
 

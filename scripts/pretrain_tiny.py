@@ -36,7 +36,7 @@ from savfi_core.backbones import count_parameters, create_model, default_weights
 from savfi_core.checkpoint import atomic_save, safe_load  # noqa: E402
 from savfi_core.data import open_dataset  # noqa: E402
 from savfi_core.train import curve_path_for, pretrain  # noqa: E402
-from savfi_core.train.common import validate_model  # noqa: E402
+from savfi_core.train.common import seed_everything, validate_model  # noqa: E402
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -200,6 +200,9 @@ def main(argv=None) -> None:
     checkpoint_path = arguments.checkpoint or REPO_ROOT / "results" / "pretrain_tiny" / f"{arguments.model}.pt"
     train_dataset = open_dataset("clips", split="train", augment=False)
     test_dataset = open_dataset("clips", split="test")
+    # Seeded before the model exists, so that --seed fixes its initialization too (the loop
+    # seeds again for sampling): the provenance's "regenerate" command then reproduces a run.
+    seed_everything(arguments.seed)
     model = create_model(arguments.model, size="tiny")
     checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     phase_record_path(checkpoint_path).write_text(json.dumps({

@@ -44,10 +44,11 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
     """Sample ``image`` at p + flow(p), pixels, border padding.
 
     RIFE's warp divides the flow by ((W-1)/2, (H-1)/2) and calls ``grid_sample(align_corners=True,
-    padding_mode='border')``: exactly a pixel-unit backward warp, which ``backwarp`` computes with
-    gathers so that second-order meta-gradients exist.
+    padding_mode='border')``: a pixel-unit backward warp. ``backwarp``'s ``grid_sample`` backend
+    runs that same call (identical output, and as fast as the released code) and switches to its
+    gather reference for the graph of a second-order backward, so meta-gradients exist.
     """
-    return backwarp(image, flow, padding_mode="border")
+    return backwarp(image, flow, padding_mode="border", backend="grid_sample")
 
 
 def swap_directions(flow: Tensor) -> Tensor:
