@@ -94,3 +94,42 @@ def test_support_loss_after_is_a_metric_only():
     assert without == with_after
     for (key, value), other in zip(plain.model.named_parameters(), measured.model.parameters()):
         assert torch.equal(value, other), key
+
+
+def test_auto_runs_grid_sample_only_inside_its_block_and_matches_the_reference():
+    from savfi_core.kernels import backwarp, last_backend
+    from savfi_core.kernels.backwarp import auto_runs_grid_sample, backwarp_reference
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 9, 11, generator=generator, dtype=torch.float64, requires_grad=True)
+    flow = (3 * torch.randn(2, 2, 9, 11, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    backwarp(image, flow)
+    assert last_backend("backwarp") == "torch"
+    with auto_runs_grid_sample():
+        fast = backwarp(image, flow)
+        assert last_backend("backwarp") == "grid_sample"
+        with auto_runs_grid_sample(False):
+            backwarp(image, flow)
+            assert last_backend("backwarp") == "torch"
+    exact = backwarp_reference(image, flow, "border")
+    torch.testing.assert_close(fast, exact, rtol=0, atol=1e-12)
+    # The graph of the backward is still the reference's (second order stays exact).
+    weights = torch.rand(exact.shape, generator=generator, dtype=torch.float64)
+    grads_fast = torch.autograd.grad((fast * weights).sum(), flow, create_graph=True)[0]
+    grads_exact = torch.autograd.grad((exact * weights).sum(), flow, create_graph=True)[0]
+    torch.testing.assert_close(grads_fast, grads_exact, rtol=0, atol=1e-12)
+    second_fast = torch.autograd.grad(grads_fast.square().sum(), image)[0]
+    second_exact = torch.autograd.grad(grads_exact.square().sum(), image)[0]
+    torch.testing.assert_close(second_fast, second_exact, rtol=0, atol=1e-12)
+
+
+def test_first_order_meta_step_warps_with_grid_sample_second_order_with_the_reference():
+    from savfi_core.kernels import last_backend
+
+    batch = septuplets(1)
+    first = _learner("dvf", True, True)
+    first.meta_step(batch)
+    assert last_backend("backwarp") == "grid_sample"
+    second = _learner("dvf", False, True)
+    second.meta_step(batch)
+    assert last_backend("backwarp") == "torch"
