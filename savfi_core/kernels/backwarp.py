@@ -33,31 +33,11 @@ from __future__ import annotations
 
 import torch
 
-import contextlib
-import contextvars
-
 from ._backend import check_shape, launch, record_backend, reference_vjp, require_contiguous, select_backend
 
 PADDING_MODES = ("border", "zeros")
 BACKWARP_BACKENDS = ("auto", "cupy", "torch", "grid_sample")
 _GRID_SAMPLE_PADDING = {"zeros": 0, "border": 1}  # aten's enum for grid_sampler_2d
-_AUTO_RUNS_GRID_SAMPLE = contextvars.ContextVar("backwarp_auto_runs_grid_sample", default=False)
-
-
-@contextlib.contextmanager
-def auto_runs_grid_sample(enabled: bool = True):
-    """Within this block, backend ``"auto"`` runs ``"grid_sample"`` where it would run the gather
-    reference (no CuPy; H, W >= 2; image and flow of one dtype).
-
-    For callers that only need values and first-order gradients within rounding, e.g. first-order
-    meta-training and test-time adaptation (the SAVFI code warps with grid_sample there too); a
-    graph of the backward still differentiates the reference. Outside the block "auto" stays exact.
-    """
-    token = _AUTO_RUNS_GRID_SAMPLE.set(enabled)
-    try:
-        yield
-    finally:
-        _AUTO_RUNS_GRID_SAMPLE.reset(token)
 
 
 def backwarp(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "border", backend: str = "auto") -> torch.Tensor:
@@ -76,14 +56,6 @@ def backwarp(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "borde
         chosen = record_backend("backwarp", "grid_sample", image, flow)
     else:
         chosen = select_backend("backwarp", backend, image, flow)
-        if (
-            chosen == "torch"
-            and backend == "auto"
-            and _AUTO_RUNS_GRID_SAMPLE.get()
-            and min(image.shape[-2:]) > 1
-            and image.dtype == flow.dtype
-        ):
-            chosen = record_backend("backwarp", "grid_sample", image, flow)
     if chosen == "torch":
         return backwarp_reference(image, flow, padding_mode)
     if chosen == "grid_sample":

@@ -47,7 +47,6 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from savfi_core.kernels.backwarp import auto_runs_grid_sample
 from savfi_core.meta import inner_rules
 from savfi_core.meta.config import MetaConfig
 from savfi_core.meta.tasks import Task, Triplet, make_task, temporal_flip
@@ -337,22 +336,11 @@ class MetaLearner:
         steps = config.inner_steps
         use_msl = steps > 0 and self.step < self.multi_step_loss_steps
         importance = per_step_loss_importance(steps, self.step, self.multi_step_loss_steps) if use_msl else None
+        network = dict(self.model.named_parameters())
         buffers = self._buffers(clone=False)
         outer_lr = self.outer_optimizer.param_groups[0]["lr"]
 
         self.outer_optimizer.zero_grad(set_to_none=True)
-        # First order needs no graph of a backward: warping may run grid_sample (see
-        # kernels.backwarp.auto_runs_grid_sample); second order keeps the exact gathers.
-        with auto_runs_grid_sample(not second_order):
-            metrics = self._task_losses(task, second_order, use_msl, importance, buffers, support_loss_after)
-        metrics.update(outer_lr=float(outer_lr), second_order=float(second_order), step=float(self.step))
-        return metrics
-
-    def _task_losses(self, task, second_order, use_msl, importance, buffers, support_loss_after) -> dict[str, float]:
-        """The inner loops and outer backward of :meth:`compute_meta_gradients`, task by task."""
-        config = self.config
-        steps = config.inner_steps
-        network = dict(self.model.named_parameters())
         totals = {"outer_loss": 0.0, "query_loss": 0.0, "support_loss_before": 0.0}
         if support_loss_after:
             totals["support_loss_after"] = 0.0
@@ -391,7 +379,9 @@ class MetaLearner:
             totals["outer_loss"] += task_loss.item()
             totals["query_loss"] += query_loss.item()
 
-        return {name: value / task.batch_size for name, value in totals.items()}
+        metrics = {name: value / task.batch_size for name, value in totals.items()}
+        metrics.update(outer_lr=float(outer_lr), second_order=float(second_order), step=float(self.step))
+        return metrics
 
     # Test time -------------------------------------------------------------------------------
     def adapt(self, sample, steps: int | None = None) -> dict[str, Tensor]:
@@ -409,7 +399,7 @@ class MetaLearner:
             raise ValueError(f"adapt takes one sample, got a batch of {task.batch_size} ({task.names})")
         network = dict(self.model.named_parameters())
         params = {name: network[name].detach().clone().requires_grad_(True) for name in self.adapted_names}
-        with torch.enable_grad(), auto_runs_grid_sample():
+        with torch.enable_grad():
             if config.attenuates_initialization:
                 attenuated = self._attenuate(task, params)
                 params = {name: value.detach().requires_grad_(True) for name, value in attenuated.items()}
