@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.savfi-installed
 
-.PHONY: run test venv clean-venv
+.PHONY: run test compare venv clean-venv
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): requirements.lock requirements-carriers.lock pyproject.toml
 
 run: $(STAMP)
 	$(PY) run_all.py
+
+# the comparison page (notebooks/compare.ipynb in Voila) on 127.0.0.1:8866; RESULTS=<a grid's folder>
+compare: $(STAMP)
+	$(PY) -m savfi_core.compare_page --results $(or $(RESULTS),results/quick)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -124,8 +124,7 @@ interactive = True  # False: draw one static figure (for headless runs)'''),
 from savfi_core.compare import CropLibrary, comparison_widget, plot_comparison
 from savfi_core.report import load_crop_index, method_label
 
-library = CropLibrary(load_crop_index(sorted(Path(grid_dir).glob("evaluate-*"))))
-library.datasets()'''),
+library = CropLibrary(load_crop_index(sorted(Path(grid_dir).glob("evaluate-*"))))'''),
         ("code", '''if interactive:
     display(comparison_widget(library))
 else:

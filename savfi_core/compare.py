@@ -9,6 +9,8 @@ ipywidgets controls to ``plot_comparison``.
 """
 from __future__ import annotations
 
+import html
+import io
 from typing import Any
 
 import numpy as np
@@ -149,10 +151,12 @@ class CropLibrary:
 
 def comparison_widget(library: CropLibrary) -> Any:
     """An ipywidgets box: dataset, sequence, backbone and two methods to compare, a wipe slider,
-    and zoom controls; the figure redraws on every change. Returns the widget (``.update()``
-    redraws, ``.controls`` holds the controls by name, for tests and scripting)."""
+    and zoom controls; the figure and the PSNR line redraw on every change. Returns the widget
+    (``.update()`` redraws, ``.controls`` holds the controls by name, for tests and scripting).
+
+    Every control carries the CSS class ``savfi-<name>`` (the figure ``savfi-figure``, the PSNR
+    line ``savfi-psnr``), which is how the browser test finds them on the Voila page."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     from savfi_core.report import _pyplot
 
@@ -162,12 +166,15 @@ def comparison_widget(library: CropLibrary) -> Any:
     backbone = widgets.Dropdown(description="backbone")
     method_a = widgets.Dropdown(description="method A")
     method_b = widgets.Dropdown(description="method B")
-    wipe_slider = widgets.FloatSlider(description="wipe A|B", min=0.0, max=1.0, step=0.01, value=0.5)
-    zoom = widgets.FloatSlider(description="zoom", min=1.0, max=8.0, step=0.5, value=3.0)
-    center_x = widgets.FloatSlider(description="crop x", min=0.0, max=1.0, step=0.01, value=0.5)
-    center_y = widgets.FloatSlider(description="crop y", min=0.0, max=1.0, step=0.01, value=0.5)
-    output = widgets.Output()
-    state: dict[str, Any] = {"figure": None}
+    # continuous_update=False: redraw when the handle is released, not for every pixel of a drag
+    # (each redraw takes about half a second)
+    wipe_slider = widgets.FloatSlider(description="wipe A|B", min=0.0, max=1.0, step=0.01, value=0.5, continuous_update=False)
+    zoom = widgets.FloatSlider(description="zoom", min=1.0, max=8.0, step=0.5, value=3.0, continuous_update=False)
+    center_x = widgets.FloatSlider(description="crop x", min=0.0, max=1.0, step=0.01, value=0.5, continuous_update=False)
+    center_y = widgets.FloatSlider(description="crop y", min=0.0, max=1.0, step=0.01, value=0.5, continuous_update=False)
+    psnr_line = widgets.HTML()
+    picture = widgets.Image(format="png")
+    state: dict[str, Any] = {"figure": None, "refreshing": False}
 
     def set_options(control, options) -> None:
         """New choices, keeping the current one when it is still offered (ipywidgets 8 would
@@ -177,46 +184,61 @@ def comparison_widget(library: CropLibrary) -> Any:
         control.value = previous if previous in options else (options[0] if options else None)
 
     def refresh_options(*_):
-        set_options(sequence, library.sequences(dataset.value))
-        set_options(backbone, library.backbones(dataset.value, sequence.value) if sequence.value is not None else [])
-        methods = library.methods(dataset.value, sequence.value, backbone.value) if backbone.value is not None else []
-        set_options(method_a, methods)
-        set_options(method_b, methods)
-        if len(methods) > 1 and method_a.value == method_b.value:
-            method_a.value = "baseline" if "baseline" in methods else methods[0]
-            method_b.value = next(m for m in reversed(methods) if m != method_a.value)
+        # the intermediate values set here would each redraw: hold the redraws, then draw once
+        # (a nested call, from the sequence or backbone set below, has nothing left to do)
+        if state["refreshing"]:
+            return
+        state["refreshing"] = True
+        try:
+            set_options(sequence, library.sequences(dataset.value))
+            set_options(backbone, library.backbones(dataset.value, sequence.value) if sequence.value is not None else [])
+            methods = library.methods(dataset.value, sequence.value, backbone.value) if backbone.value is not None else []
+            set_options(method_a, methods)
+            set_options(method_b, methods)
+            if len(methods) > 1 and method_a.value == method_b.value:
+                method_a.value = "baseline" if "baseline" in methods else methods[0]
+                method_b.value = next(m for m in reversed(methods) if m != method_a.value)
+        finally:
+            state["refreshing"] = False
+        update()
 
     def update(*_):
-        if None in (dataset.value, sequence.value, backbone.value, method_a.value, method_b.value):
+        if state["refreshing"] or None in (dataset.value, sequence.value, backbone.value, method_a.value, method_b.value):
             return None
         truth = library.image(dataset.value, sequence.value, backbone.value, "gt")
         first = library.image(dataset.value, sequence.value, backbone.value, method_a.value)
         second = library.image(dataset.value, sequence.value, backbone.value, method_b.value)
-        if state["figure"] is not None:
-            plt.close(state["figure"])
+        label_a, label_b = method_label(method_a.value), method_label(method_b.value)
         state["figure"] = plot_comparison(
-            truth, first, second, method_label(method_a.value), method_label(method_b.value),
+            truth, first, second, label_a, label_b,
             wipe_position=wipe_slider.value, center=(center_x.value, center_y.value), zoom=zoom.value,
             title=f"{backbone.value} / {dataset.value} / {sequence.value}",
         )
-        with output:
-            output.clear_output(wait=True)
-            display(state["figure"])
+        psnr_line.value = (f"PSNR against ground truth: <b>{html.escape(label_a)}</b>: {image_psnr(first, truth):.2f} dB, "
+                           f"<b>{html.escape(label_b)}</b>: {image_psnr(second, truth):.2f} dB")
+        # One PNG into an Image widget, drawn once (an Output area with the inline backend draws
+        # twice for its tight bounding box) at fast compression: the redraw is the page's latency.
+        buffer = io.BytesIO()
+        state["figure"].savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
+        plt.close(state["figure"])  # kept for its titles; closed, so the inline backend does not show it too
+        picture.value = buffer.getvalue()
         return state["figure"]
 
     for control in (dataset, sequence, backbone):
         control.observe(refresh_options, names="value")
-    refresh_options()
-    for control in (dataset, sequence, backbone, method_a, method_b, wipe_slider, zoom, center_x, center_y):
+    for control in (method_a, method_b, wipe_slider, zoom, center_x, center_y):
         control.observe(update, names="value")
+    controls = {"dataset": dataset, "sequence": sequence, "backbone": backbone, "method_a": method_a, "method_b": method_b,
+                "wipe": wipe_slider, "zoom": zoom, "center_x": center_x, "center_y": center_y}
+    for name, control in {**controls, "psnr": psnr_line, "figure": picture}.items():
+        control.add_class(f"savfi-{name.replace('_', '-')}")
     box = widgets.VBox([
         widgets.HBox([dataset, sequence, backbone]), widgets.HBox([method_a, method_b]),
-        widgets.HBox([wipe_slider, zoom]), widgets.HBox([center_x, center_y]), output,
+        widgets.HBox([wipe_slider, zoom]), widgets.HBox([center_x, center_y]), psnr_line, picture,
     ])
-    box.controls = {"dataset": dataset, "sequence": sequence, "backbone": backbone, "method_a": method_a, "method_b": method_b,
-                    "wipe": wipe_slider, "zoom": zoom, "center_x": center_x, "center_y": center_y}
+    box.controls = controls
     box.update = update
     box.state = state
-    update()
+    box.psnr_line = psnr_line
+    refresh_options()
     return box
-

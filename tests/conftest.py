@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SAVFI_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -46,3 +47,36 @@ def _autograd_stays_enabled():
     if not torch.is_grad_enabled():
         torch.set_grad_enabled(True)
         pytest.fail("this test left torch autograd globally disabled")
+
+
+@pytest.fixture(scope="session")
+def tiny_real_grid(tmp_path_factory) -> dict:
+    """A real grid, tiny: two backbones x two algorithms, a few steps from random tiny weights,
+    evaluated on two held-out clip crops (both saved as crops). Run once per session; used by the
+    end-to-end notebook test and the browser test of the comparison page. Returns the exit code
+    of run_all and the grid's results folder."""
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT))
+    import run_all
+
+    grid = {
+        "name": "tiny",
+        "backbones": ["sepconv", "dvf"],
+        "size": "tiny",
+        "weights": None,
+        "seeds": [0],
+        "meta_train": {"dataset": {"name": "clips", "split": "train"}, "steps": 2, "batch_size": 1,
+                       "algorithms": ["maml", "metasgd"],
+                       "config": {"inner_steps": 1, "inner_lr": 1e-4, "inner_rule": "adam", "first_order": True, "outer_lr": 1e-5},
+                       "options": {"crop_size": 48, "progress": False}},
+        "evaluate": {"datasets": [{"name": "clips", "split": "test", "stride": 35, "crop_size": 64, "label": "clips"}],
+                     "protocols": ["baseline", "finetune", "meta"], "inner_steps": [1, 2], "max_samples": 2, "qualitative": 2},
+        "report": {"qualitative": 2},
+    }
+    folder = tmp_path_factory.mktemp("tiny_real_grid")
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    results = folder / "results"
+    code = run_all.main(["--grid", str(path), "--results", str(results), "--jobs", "2"])
+    return {"exit_code": code, "folder": results / "tiny"}

@@ -60,3 +60,26 @@ def test_widget_lists_choices_and_redraws_on_change(tmp_path):
     assert box.state["figure"] is not first_figure
     titles = [axis.get_title() for axis in box.state["figure"].axes]
     assert any(title.startswith("MAML:") for title in titles)
+
+
+def test_widget_redraws_once_per_change_and_states_both_psnrs(tmp_path, monkeypatch):
+    generator = np.random.default_rng(1)
+    rows = []
+    for number, sequence in enumerate(("s1", "s2")):
+        truth = generator.random((24, 32, 3))
+        for panel, noise in {"gt": 0.0, "baseline": 0.02 * (number + 1), "maml": 0.05}.items():
+            path = tmp_path / f"{sequence}_{panel}.png"
+            Image.fromarray((np.clip(truth + noise, 0, 1) * 255).astype(np.uint8)).save(path)
+            rows.append(dict(backbone="sepconv", dataset="clips", sequence=sequence, panel=panel, path=str(path)))
+    library = CropLibrary(pd.DataFrame(rows))
+    box = comparison_widget(library)
+    import savfi_core.compare as compare
+
+    drawn = []
+    original = compare.plot_comparison
+    monkeypatch.setattr(compare, "plot_comparison", lambda *args, **kwargs: drawn.append(args) or original(*args, **kwargs))
+    box.controls["sequence"].value = "s2"
+    assert len(drawn) == 1
+    truth, first, second = (library.image("clips", "s2", "sepconv", panel) for panel in ("gt", "baseline", "maml"))
+    assert f"{image_psnr(first, truth):.2f} dB" in box.psnr_line.value and f"{image_psnr(second, truth):.2f} dB" in box.psnr_line.value
+    assert "savfi-psnr" in box.psnr_line._dom_classes and "savfi-wipe" in box.controls["wipe"]._dom_classes

@@ -63,27 +63,10 @@ def test_quick_grid_covers_the_issue(capsys):
 
 
 @pytest.mark.slow
-def test_tiny_real_grid_runs_end_to_end_through_papermill(tmp_path):
+def test_tiny_real_grid_runs_end_to_end_through_papermill(tiny_real_grid, tmp_path):
     """Two backbones x two algorithms, a few steps, from random tiny weights (the pipeline, not the science)."""
-    grid = {
-        "name": "tiny",
-        "backbones": ["sepconv", "dvf"],
-        "size": "tiny",
-        "weights": None,
-        "seeds": [0],
-        "meta_train": {"dataset": {"name": "clips", "split": "train"}, "steps": 2, "batch_size": 1,
-                       "algorithms": ["maml", "metasgd"],
-                       "config": {"inner_steps": 1, "inner_lr": 1e-4, "inner_rule": "adam", "first_order": True, "outer_lr": 1e-5},
-                       "options": {"crop_size": 48, "progress": False}},
-        "evaluate": {"datasets": [{"name": "clips", "split": "test", "stride": 35, "crop_size": 64, "label": "clips"}],
-                     "protocols": ["baseline", "finetune", "meta"], "inner_steps": [1, 2], "max_samples": 2, "qualitative": 1},
-        "report": {"qualitative": 2},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    results = tmp_path / "results"
-    assert run_all.main(["--grid", str(path), "--results", str(results), "--jobs", "2"]) == 0
-    folder = results / "tiny"
+    assert tiny_real_grid["exit_code"] == 0
+    folder = tiny_real_grid["folder"]
     metrics = pd.read_csv(folder / "metrics.csv")
     assert set(metrics["backbone"]) == {"sepconv", "dvf"}
     assert set(zip(metrics["protocol"], metrics["algorithm"].fillna(""))) == {
