@@ -153,6 +153,7 @@ class CAIN(InterpolationModel):
 
     # The authors pad every input (train and test) by reflection to a multiple of 128, split evenly.
     pad_multiple = 128
+    independent_batch_items = True
     pad_mode = "reflect"
     checkpoint_name_map: list[tuple[str, str]] = []
 

@@ -43,6 +43,11 @@ class InterpolationModel(nn.Module):
       checkpoint_sections: dict mapping a wrapper key of the original file (e.g. 'state_dictFC')
                            to the prefix its keys get in our state_dict (e.g. 'flowComp.')
       adapted_parameter_patterns: names (fnmatch patterns) adapted at test time by default
+      independent_batch_items: True when the forward pass treats batch items independently (no
+                           batch statistics) and every loss term is a mean over all elements:
+                           then the loss of n equal-shape batches concatenated is the mean of
+                           their n losses, and the meta-learner runs its support triplets as one
+                           batch (tests/test_meta_fast_paths.py checks it per backbone)
     """
 
     pad_multiple: int = 1
@@ -53,6 +58,7 @@ class InterpolationModel(nn.Module):
     checkpoint_sections: dict[str, str] = {}
     checkpoint_training_only_prefixes: tuple[str, ...] = ()
     adapted_parameter_patterns: tuple[str, ...] = ("*",)
+    independent_batch_items: bool = False
 
     def forward(self, frame0: Tensor, frame1: Tensor, time: float | Tensor | None = None) -> InterpolationOutput:
         """The frame at ``time`` between frame0 (t = 0) and frame1 (t = 1); the middle when None.

@@ -68,6 +68,7 @@ class DeepVoxelFlow(InterpolationModel):
     """DVF (Liu et al., ICCV 2017): conv/BN encoder-decoder predicting a voxel flow (flow + blend mask)."""
 
     pad_multiple = 64
+    independent_batch_items = True
     pad_mode = "reflect"
     checkpoint_name_map: list[tuple[str, str]] = []
 

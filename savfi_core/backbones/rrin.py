@@ -136,6 +136,7 @@ class RRIN(InterpolationModel):
     # The meta-learning version pads by reflection to a multiple of 128 (split evenly); the U-Nets
     # themselves need a multiple of 16 (Flow_L pools four times).
     pad_multiple = 128
+    independent_batch_items = True
     pad_mode = "reflect"
     checkpoint_name_map: list[tuple[str, str]] = []
 

@@ -109,6 +109,7 @@ class SepConv(InterpolationModel):
     # The SAVFI inner loop adapts only the Basic conv blocks; moduleUpsample* and the four kernel
     # subnets always use the stored weights (manifest notes of sepconv.json).
     adapted_parameter_patterns = ("moduleConv*", "moduleDeconv*")
+    independent_batch_items = True
 
     def __init__(self, config: SepConvConfig = PAPER):
         super().__init__()

@@ -157,6 +157,7 @@ class SuperSloMo(InterpolationModel):
     """Super SloMo (Jiang et al., CVPR 2018): flow U-Net + flow-refinement/visibility U-Net, t = 0.5."""
 
     pad_multiple = 64
+    independent_batch_items = True
     pad_mode = "reflect"
     checkpoint_name_map: list[tuple[str, str]] = []
     checkpoint_sections = {"state_dictFC": "flowComp.", "state_dictAT": "arbTimeFlowIntrp."}

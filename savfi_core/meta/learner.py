@@ -254,8 +254,26 @@ class MetaLearner:
         output = self._forward(params, row, triplet.frame0, triplet.frame1, buffers)
         return self.model.loss(output, triplet.target)["total"]
 
+    def _support_in_one_batch(self, task: Task) -> bool:
+        """Whether the support triplets may run as one batch: the backbone declares its batch
+        items independent and no BatchNorm runs in train mode (batch statistics would mix them)."""
+        return (
+            len(task.support) > 1
+            and getattr(self.model, "independent_batch_items", False)
+            and not any(module.training for module in self.model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm))
+            and len({tuple(triplet.frame0.shape) for triplet in task.support}) == 1
+        )
+
     def _support_loss(self, params, row, task: Task, buffers) -> Tensor:
-        """Inner loss: the sum of the backbone's loss on both support triplets."""
+        """Inner loss: the sum of the backbone's loss on both support triplets.
+
+        With independent batch items (see ``_support_in_one_batch``) one forward pass over the
+        triplets concatenated along the batch gives the mean of their losses, so the sum is
+        ``len(support)`` times it: the same value and gradient, with half the network calls.
+        """
+        if self._support_in_one_batch(task):
+            joined = Triplet(*(torch.cat([getattr(triplet, part) for triplet in task.support]) for part in ("frame0", "frame1", "target")))
+            return len(task.support) * self._loss(params, row, joined, buffers)
         return sum(self._loss(params, row, triplet, buffers) for triplet in task.support)
 
     def _gradients(self, loss: Tensor, params: dict[str, Tensor], create_graph: bool) -> dict[str, Tensor]:
@@ -279,15 +297,17 @@ class MetaLearner:
         return {name: gamma[index] * value for index, (name, value) in enumerate(params.items())}
 
     # Meta-training ---------------------------------------------------------------------------
-    def meta_step(self, batch) -> dict[str, float]:
+    def meta_step(self, batch, *, support_loss_after: bool = False) -> dict[str, float]:
         """One outer update on a batch of tasks (a single or collated ``Sample``).
 
         :meth:`compute_meta_gradients`, then the outer optimizer and scheduler step. Returns
         floats: outer_loss (the loss minimised), query_loss (final query loss), support_loss_before
-        / support_loss_after (support loss before and after the inner loop), outer_lr (the rate
-        used in this step), second_order (1.0 or 0.0), step (outer steps done after this one).
+        (support loss before the inner loop), outer_lr (the rate used in this step), second_order
+        (1.0 or 0.0), step (outer steps done after this one) and, only when
+        ``support_loss_after=True``, support_loss_after (support loss after the inner loop: one
+        extra no-grad support pass per task, which the SAVFI code does not run).
         """
-        metrics = self.compute_meta_gradients(batch)
+        metrics = self.compute_meta_gradients(batch, support_loss_after=support_loss_after)
         self.outer_optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -295,7 +315,7 @@ class MetaLearner:
         metrics["step"] = float(self.step)
         return metrics
 
-    def compute_meta_gradients(self, batch) -> dict[str, float]:
+    def compute_meta_gradients(self, batch, *, support_loss_after: bool = False) -> dict[str, float]:
         """Outer loss and its gradient in ``.grad`` of every meta-parameter; no update.
 
         Puts the model in train mode. Each batch item is one task with its own inner loop
@@ -321,7 +341,9 @@ class MetaLearner:
         outer_lr = self.outer_optimizer.param_groups[0]["lr"]
 
         self.outer_optimizer.zero_grad(set_to_none=True)
-        totals = {"outer_loss": 0.0, "query_loss": 0.0, "support_loss_before": 0.0, "support_loss_after": 0.0}
+        totals = {"outer_loss": 0.0, "query_loss": 0.0, "support_loss_before": 0.0}
+        if support_loss_after:
+            totals["support_loss_after"] = 0.0
         for index in range(task.batch_size):
             item = task.item(index)
             params = {name: network[name] for name in self.adapted_names}
@@ -347,11 +369,13 @@ class MetaLearner:
                 query_loss = self._loss(params, steps, item.query, buffers)
                 task_loss = query_loss
             (task_loss / task.batch_size).backward()
-            with torch.no_grad():
-                after = self._support_loss(params, steps, item, self._buffers(clone=True)).item()
-            totals["support_loss_after"] += after
-            if steps == 0:
-                totals["support_loss_before"] += after
+            if support_loss_after or steps == 0:
+                with torch.no_grad():
+                    after = self._support_loss(params, steps, item, self._buffers(clone=True)).item()
+                if support_loss_after:
+                    totals["support_loss_after"] += after
+                if steps == 0:
+                    totals["support_loss_before"] += after
             totals["outer_loss"] += task_loss.item()
             totals["query_loss"] += query_loss.item()
 
