@@ -97,6 +97,14 @@ def _wait_for_kernel(results: Path, token: str, runner: subprocess.Popen, deadli
     time.sleep(1.5)  # the notebook's sleep cell is running now
 
 
+
+def _kill_run(runner: subprocess.Popen, token: str) -> None:
+    """Whatever a failed probe left running: the runner and every process carrying the token."""
+    if runner.poll() is None:
+        runner.kill()
+    for pid in _processes_with_token(token):
+        os.kill(pid, signal.SIGKILL)
+
 @posix_only
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the process table from /proc")
 def test_second_runner_refuses_and_sigkill_of_the_runner_leaves_no_process_of_its_run(tmp_path):
@@ -129,10 +137,7 @@ def test_second_runner_refuses_and_sigkill_of_the_runner_leaves_no_process_of_it
         with hold_run_lock(results / "tiny") as lock:
             assert lock.stale_holder["pid"] == runner.pid
     finally:
-        if runner.poll() is None:
-            runner.kill()
-        for pid in _processes_with_token(token):
-            os.kill(pid, signal.SIGKILL)
+        _kill_run(runner, token)
 
 
 @posix_only
@@ -156,10 +161,7 @@ def test_sigterm_of_the_runner_stops_its_jobs_and_marks_them_interrupted(tmp_pat
         assert records(results)["meta_train-alpha-maml-seed0"]["status"] == "interrupted"
         assert (results / "tiny" / LOCK_NAME).read_text() == ""  # released on the way out
     finally:
-        if runner.poll() is None:
-            runner.kill()
-        for pid in _processes_with_token(token):
-            os.kill(pid, signal.SIGKILL)
+        _kill_run(runner, token)
 
 
 @posix_only

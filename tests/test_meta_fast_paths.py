@@ -21,14 +21,6 @@ from savfi_core.meta import MetaLearner
 BATCHED = ["cain", "dvf", "rrin", "sepconv", "superslomo"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def septuplets(count: int, size: int = 16) -> Sample:
     generator = torch.Generator().manual_seed(1)
     samples = []
