@@ -97,13 +97,13 @@ def _wait_for_kernel(results: Path, token: str, runner: subprocess.Popen, deadli
     time.sleep(1.5)  # the notebook's sleep cell is running now
 
 
-
 def _kill_run(runner: subprocess.Popen, token: str) -> None:
     """Whatever a failed probe left running: the runner and every process carrying the token."""
     if runner.poll() is None:
         runner.kill()
     for pid in _processes_with_token(token):
         os.kill(pid, signal.SIGKILL)
+
 
 @posix_only
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the process table from /proc")
