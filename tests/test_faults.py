@@ -70,8 +70,13 @@ def _slow_grid(tmp_path: Path, seconds: float) -> Path:
                       evaluate={"datasets": [{"name": "fake"}], "protocols": ["meta"], "inner_steps": [1]})
 
 
-def _processes_with_token(token: str) -> list[int]:
-    """Pids (from the process table) whose environment carries ``token``: the run's processes."""
+def _processes_with_token(token: str, holding: Path | None = None) -> list[int]:
+    """Pids (from the process table) whose environment carries ``token``: the run's processes.
+
+    With ``holding`` (a file), also every process with a descriptor open on it: an exiting
+    process has already dropped its memory (its environ reads empty) while it still holds its
+    files, and a run-lock descriptor keeps the folder locked until the kernel closes it.
+    """
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -81,9 +86,19 @@ def _processes_with_token(token: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if token.encode() in environment and state != "Z":  # a zombie does nothing; its parent reaps it
+        if state == "Z":  # a zombie does nothing and holds nothing; its parent reaps it
+            continue
+        if token.encode() in environment or (holding is not None and _has_open(entry, holding)):
             found.append(int(entry.name))
     return found
+
+
+def _has_open(process: Path, file: Path) -> bool:
+    try:
+        target = str(file.resolve())
+        return any(os.readlink(descriptor) == target for descriptor in (process / "fd").iterdir())
+    except OSError:  # gone meanwhile, or not ours to read
+        return False
 
 
 def _wait_for_kernel(results: Path, token: str, runner: subprocess.Popen, deadline: float) -> None:
@@ -125,10 +140,11 @@ def test_second_runner_refuses_and_sigkill_of_the_runner_leaves_no_process_of_it
 
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait(10)
+        lock_file = results / "tiny" / LOCK_NAME
         deadline = time.monotonic() + 5
-        while _processes_with_token(token) and time.monotonic() < deadline:
+        while _processes_with_token(token, holding=lock_file) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = _processes_with_token(token)
+        left = _processes_with_token(token, holding=lock_file)
         assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ") for pid in left]
 
         # The folder is free again at once, and the interrupted job simply runs again.
