@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from savfi_core.metrics import paired_difference, psnr, summarize
-from savfi_core.vocabulary import METHOD_ORDER, NON_META_METHODS
+from savfi_core.vocabulary import CYCLE_SUFFIX, METHOD_ORDER, NON_META_METHODS
 
 METRIC_COLUMNS = ("psnr", "ssim", "adapt_seconds")
 KEY_COLUMNS = ("backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed")
@@ -31,8 +31,9 @@ GROUP_COLUMNS = ("backbone", "size", "dataset")
 # Column order of the tables, and the methods without meta-training: savfi_core.vocabulary.
 METHOD_LABELS = {
     "frame_average": "Frame avg.", "baseline": "Baseline", "retrained": "Re-trained", "finetune": "Fine-tune",
-    "maml": "MAML", "maml++": "MAML++", "l2f": "L2F", "metasgd": "Meta-SGD",
+    "cycle": "Cycle FT", "maml": "MAML", "maml++": "MAML++", "l2f": "L2F", "metasgd": "Meta-SGD",
 }
+METHOD_LABELS.update({name + CYCLE_SUFFIX: METHOD_LABELS[name] + "+cycle" for name in ("maml", "maml++", "l2f", "metasgd")})
 
 
 class ReportError(ValueError):
@@ -180,12 +181,34 @@ def format_gain_table(gains: pd.DataFrame, style: str = "md", reference: str = "
     return _render(header, lines, style, f"Paired PSNR gain (dB) over {reference} [95\\% bootstrap CI over sequences]; (sequences improved / n).")
 
 
-def meta_gains_over_finetuning(metrics: pd.DataFrame, column: str = "psnr") -> pd.DataFrame:
-    """Paired gain of each meta-trained method over plain fine-tuning at test time (same inner
-    steps and rule, pretrained weights): the paper's question, whether meta-training adds anything
-    to test-time adaptation. Columns as :func:`paired_gains`."""
-    gains = paired_gains(metrics, baseline="finetune", column=column)
+def meta_gains_over_finetuning(metrics: pd.DataFrame, column: str = "psnr", reference: str = "finetune") -> pd.DataFrame:
+    """Paired gain of each meta-trained method over fine-tuning at test time (same inner steps
+    and rule, pretrained weights): the paper's question, whether meta-training adds anything to
+    test-time adaptation. reference: 'finetune' (the paper's triplet loss) or 'cycle' (the
+    cycle-consistency loss). Columns as :func:`paired_gains`."""
+    gains = paired_gains(metrics, baseline=reference, column=column)
     return gains[~gains["method"].isin(NON_META_METHODS)].reset_index(drop=True)
+
+
+def adaptation_settings(metrics: pd.DataFrame) -> pd.DataFrame:
+    """What each adapting row did at test time: backbone, size, method, inner rule, inner
+    learning rate (the starting value of learned rates) and the headline inner steps."""
+    columns = ["backbone", "size", "method", "inner_rule", "inner_lr", "inner_steps"]
+    if not {"inner_rule", "inner_lr", "inner_steps"} <= set(metrics.columns):
+        return pd.DataFrame(columns=columns)
+    adapting = metrics[metrics["inner_steps"].fillna(0) > 0]
+    table = adapting.groupby(["backbone", "size", "method"], sort=False).agg(
+        inner_rule=("inner_rule", "first"), inner_lr=("inner_lr", "first"), inner_steps=("inner_steps", "first")).reset_index()
+    return table.sort_values(["backbone", "size", "method"], key=_sort_series).reset_index(drop=True)[columns]
+
+
+def format_settings_table(settings: pd.DataFrame, style: str = "md") -> str:
+    header = ["Backbone", "Method", "Inner rule", "Inner LR", "Inner steps"]
+    lines = [[str(row["backbone"]), method_label(row["method"]), str(row["inner_rule"]), f"{row['inner_lr']:.0e}",
+              str(int(row["inner_steps"]))] for _, row in settings.iterrows()]
+    caption = ("Test-time adaptation of each row: inner rule, inner learning rate (initial value where the "
+               "algorithm learns its rates) and the headline number of inner steps.")
+    return _render(header, lines, style, caption)
 
 
 def _method_table(frame: pd.DataFrame, best_column: str, cell, style: str) -> tuple[list[str], list[list[str]]]:
@@ -264,56 +287,86 @@ def plot_curve(curve: pd.DataFrame, path: str | os.PathLike, title: str) -> None
     plt.close(figure)
 
 
-def plot_gains(gains: pd.DataFrame):
-    """Bar chart: paired PSNR gain over the baseline per backbone and method, with 95% CI bars."""
+def plot_gain_forest(gains: pd.DataFrame, reference: str = "baseline"):
+    """Forest plot of paired PSNR gains: one panel per (backbone, dataset), each on its own scale
+    (effects differ by orders between backbones), one row per method of that panel with its 95%
+    CI and the number of sequences it improves. Frame averaging is not a row (its gap to a
+    network is often ten times every adaptation effect and would set the scale): the panel title
+    gives it.
+
+    gains: rows of :func:`paired_gains` (or :func:`meta_gains_over_finetuning`).
+    """
     plt = pyplot()
-    datasets = sorted(gains["dataset"].unique())
-    methods = sorted(gains["method"].unique(), key=_method_sort_key)
-    figure, axes = plt.subplots(1, len(datasets), figsize=(max(5, 1.2 * gains["backbone"].nunique() * len(methods) / 2), 3.6),
-                                squeeze=False)
-    for axis, dataset in zip(axes[0], datasets):
-        subset = gains[gains["dataset"] == dataset]
-        backbones = sorted(subset["backbone"].unique())
-        width = 0.8 / max(1, len(methods))
-        for index, method in enumerate(methods):
-            rows = subset[subset["method"] == method].set_index("backbone").reindex(backbones)
-            positions = np.arange(len(backbones)) + (index - (len(methods) - 1) / 2) * width
-            errors = np.vstack([(rows["gain"] - rows["gain_low"]).fillna(0), (rows["gain_high"] - rows["gain"]).fillna(0)])
-            axis.bar(positions, rows["gain"], width, yerr=errors, capsize=2, label=method_label(method))
-        axis.axhline(0, color="black", linewidth=0.8)
-        axis.set_xticks(np.arange(len(backbones)), backbones)
-        axis.set_ylabel("PSNR gain over baseline (dB)")
-        axis.set_title(dataset)
-    axes[0][-1].legend(fontsize="small", loc="best")
+    from savfi_core.vocabulary import FRAME_AVERAGE
+
+    panels = list(gains.groupby(["backbone", "dataset"], sort=True))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    order = sorted(set(gains["method"]) - {FRAME_AVERAGE}, key=_method_sort_key)
+    color_of = {method: colors[index % len(colors)] for index, method in enumerate(order)}
+    most = max(1, max(len(set(panel["method"]) - {FRAME_AVERAGE}) for _, panel in panels))
+    columns = min(4, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, (0.38 * most + 1.3) * rows), squeeze=False)
+    for axis, ((backbone, dataset), panel) in zip(axes.flat, panels):
+        panel = panel.set_index("method")
+        methods = [method for method in order if method in panel.index]
+        for row, method in enumerate(methods):
+            entry = panel.loc[method]
+            low, high = entry["gain_low"], entry["gain_high"]
+            if math.isfinite(low) and math.isfinite(high):
+                axis.plot([low, high], [row, row], color=color_of[method], linewidth=2)
+            axis.plot([entry["gain"]], [row], "o", color=color_of[method])
+            axis.annotate(f"{entry['gain']:+.2f} ({int(entry['wins'])}/{int(entry['n_sequences'])})", (1.0, row),
+                          xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                          va="center", fontsize="x-small")
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.set_yticks(range(len(methods)), [method_label(m) for m in methods], fontsize="small")
+        axis.set_ylim(len(methods) - 0.5, -0.5)
+        axis.set_xlabel(f"PSNR gain over {method_label(reference).lower()} (dB)", fontsize="small")
+        title = f"{backbone} / {dataset}" if gains["dataset"].nunique() > 1 else str(backbone)
+        if FRAME_AVERAGE in panel.index:
+            title += f"\n(frame averaging {panel.loc[FRAME_AVERAGE, 'gain']:+.2f} dB)"
+        axis.set_title(title, fontsize="small")
+    for axis in list(axes.flat)[len(panels):]:
+        axis.axis("off")
+    figure.suptitle("paired gain with 95% CI, each panel on its own scale; (sequences improved / sequences)", fontsize="small")
     figure.tight_layout()
     return figure
 
 
-def plot_psnr_vs_steps(steps_metrics: pd.DataFrame, baseline: pd.DataFrame | None = None):
-    """Mean PSNR (95% CI band) against the number of test-time inner steps, one panel per backbone.
+def gains_by_steps(steps_metrics: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
+    """Paired gain over the baseline against the number of test-time inner steps: one row per
+    (backbone, method, inner_steps) with the mean over (dataset, sequence) units, seeds
+    averaged, and its 95% bootstrap CI (``savfi_core.metrics.summarize``)."""
+    unit = lambda frame: frame.assign(unit=frame["dataset"].astype(str) + "/" + frame["sequence"].astype(str))  # noqa: E731
+    reference = unit(baseline).groupby(["backbone", "unit"])["psnr"].mean().rename("reference")
+    adapted = unit(steps_metrics).groupby(["backbone", "method", "inner_steps", "unit"])["psnr"].mean().reset_index()
+    adapted = adapted.join(reference, on=["backbone", "unit"]).dropna(subset=["reference"])
+    adapted["gain"] = adapted["psnr"] - adapted["reference"]
+    if adapted.empty:
+        return pd.DataFrame(columns=["backbone", "method", "inner_steps", "mean", "ci_low", "ci_high", "n"])
+    return summarize(adapted, by=["backbone", "method", "inner_steps"], value="gain", sequence="unit").reset_index()
 
-    steps_metrics: tidy rows with an ``inner_steps`` column (and ``method``); baseline: optional
-    rows of the baseline, drawn as a dashed line.
-    """
+
+def plot_gain_vs_steps(steps_metrics: pd.DataFrame, baseline: pd.DataFrame, reference: str = "baseline"):
+    """Paired gain over the baseline (95% CI band) against test-time inner steps, one panel per
+    backbone on its own scale, integer step axis."""
     plt = pyplot()
-    backbones = sorted(steps_metrics["backbone"].unique())
-    figure, axes = plt.subplots(1, len(backbones), figsize=(3.2 * len(backbones), 3.0), squeeze=False, sharey=False)
+    curves = gains_by_steps(steps_metrics, baseline)
+    backbones = sorted(curves["backbone"].unique())
+    figure, axes = plt.subplots(1, max(1, len(backbones)), figsize=(3.2 * max(1, len(backbones)), 3.0), squeeze=False)
     for axis, backbone in zip(axes[0], backbones):
-        subset = steps_metrics[steps_metrics["backbone"] == backbone]
-        # one unit per (dataset, sequence): seeds averaged, as in the tables
-        units = subset.assign(unit=subset["dataset"].astype(str) + "/" + subset["sequence"].astype(str))
-        curves = summarize(units, by=["method", "inner_steps"], value="psnr", sequence="unit").reset_index()
-        for method in sorted(curves["method"].unique(), key=_method_sort_key):
-            curve = curves[curves["method"] == method].sort_values("inner_steps")
+        subset = curves[curves["backbone"] == backbone]
+        for method in sorted(subset["method"].unique(), key=_method_sort_key):
+            curve = subset[subset["method"] == method].sort_values("inner_steps")
             axis.plot(curve["inner_steps"], curve["mean"], marker="o", label=method_label(method))
-            axis.fill_between(curve["inner_steps"], curve["ci_low"], curve["ci_high"], alpha=0.2)
-        if baseline is not None and (baseline["backbone"] == backbone).any():
-            level = baseline[baseline["backbone"] == backbone].groupby(["dataset", "sequence"])["psnr"].mean().mean()
-            axis.axhline(level, color="gray", linestyle="--", label="Baseline")
-        axis.set_title(backbone)
+            axis.fill_between(curve["inner_steps"], curve["ci_low"], curve["ci_high"], alpha=0.15)
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_xticks(sorted(int(step) for step in subset["inner_steps"].unique()))
+        axis.set_title(backbone, fontsize="small")
         axis.set_xlabel("inner steps at test time")
-        axis.set_ylabel("PSNR (dB)")
-    axes[0][-1].legend(fontsize="small")
+        axis.set_ylabel(f"gain over {method_label(reference).lower()} (dB)")
+    axes[0][-1].legend(fontsize="x-small")
     figure.tight_layout()
     return figure
 
@@ -325,22 +378,48 @@ def crop_image(path: str | os.PathLike) -> np.ndarray:
     return read_image(path).permute(1, 2, 0).numpy()
 
 
+def zoom_window(images: Sequence[np.ndarray], fraction: float = 0.25) -> tuple[int, int, int]:
+    """(top, left, side) of the square window where the images differ most from one another:
+    the largest box mean of their per-pixel spread (max - min over the images, channel mean)."""
+    from scipy.ndimage import uniform_filter
+
+    stack = np.stack([np.asarray(image, dtype=np.float64) for image in images])
+    spread = (stack.max(axis=0) - stack.min(axis=0)).mean(axis=-1)
+    height, width = spread.shape
+    side = max(8, int(round(min(height, width) * fraction)))
+    side = min(side, height, width)
+    means = uniform_filter(spread, size=side, mode="constant")
+    half = side // 2
+    inner = means[half:height - (side - half) + 1, half:width - (side - half) + 1]  # windows inside the image
+    top, left = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    return int(top), int(left), side
+
+
 def plot_qualitative_strip(panels: dict[str, np.ndarray], ground_truth_key: str = "GT", title: str = ""):
-    """One row of images (inputs, GT, predictions) and below each prediction its |error| map.
+    """Images (inputs, GT, predictions), below each prediction its |error| map, and a third row
+    zoomed on the window where the predictions differ most (outlined in the first row).
 
     panels: name -> float image [H,W,3] in [0,1]; the error maps are mean over channels of
     |prediction - GT|, shown on a shared scale [0, 0.25] so that the methods compare directly.
     """
     plt = pyplot()
+    from matplotlib.patches import Rectangle
+
     names = list(panels)
     if ground_truth_key not in panels:
         raise ValueError(f"panels need the ground truth under {ground_truth_key!r}, got {names}")
     truth = panels[ground_truth_key]
     predictions = [n for n in names if n != ground_truth_key and not n.lower().startswith("input")]
-    figure, axes = plt.subplots(2, len(names), figsize=(2.2 * len(names), 4.6), squeeze=False)
+    top, left, side = zoom_window([panels[n] for n in predictions] if len(predictions) > 1 else [truth, *(panels[n] for n in predictions)])
+    aspect = truth.shape[0] / truth.shape[1]
+    figure, axes = plt.subplots(3, len(names), figsize=(2.2 * len(names), 2 * (2.2 * aspect + 0.35) + 2.55), squeeze=False,
+                                gridspec_kw={"height_ratios": [aspect, aspect, 1.0]})
     for column, name in enumerate(names):
         axes[0][column].imshow(np.clip(panels[name], 0, 1))
         axes[0][column].set_title(name, fontsize="small")
+        axes[0][column].add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False, edgecolor="yellow", linewidth=1))
+        axes[2][column].imshow(np.clip(panels[name][top:top + side, left:left + side], 0, 1), interpolation="nearest")
+        axes[2][column].set_title("zoom", fontsize="x-small")
         if name in predictions:
             error = np.abs(panels[name] - truth).mean(axis=-1)
             axes[1][column].imshow(error, cmap="inferno", vmin=0, vmax=0.25)
@@ -412,9 +491,12 @@ def write_report(
     summary = summarize_methods(metrics)
     gains = paired_gains(metrics, baseline=baseline)
     over_finetuning = meta_gains_over_finetuning(metrics)
+    over_cycle = meta_gains_over_finetuning(metrics, reference="cycle")
     summary.to_csv(output_dir / "summary.csv", index=False)
     gains.to_csv(output_dir / "gains.csv", index=False)
     over_finetuning.to_csv(output_dir / "gains_over_finetune.csv", index=False)
+    if not over_cycle.empty:
+        over_cycle.to_csv(output_dir / "gains_over_cycle.csv", index=False)
     for style in ("md", "tex"):
         text = "## PSNR / SSIM\n\n" if style == "md" else "% PSNR / SSIM\n"
         text += format_psnr_table(summary, style)
@@ -425,17 +507,30 @@ def write_report(
             text += ("\n## Paired gain of meta-training over plain fine-tuning\n\n" if style == "md"
                      else "\n% Paired gain of meta-training over plain fine-tuning\n")
             text += format_gain_table(over_finetuning, style, reference="plain fine-tuning at test time")
+        if not over_cycle.empty:
+            text += ("\n## Paired gain of meta-training over cycle-consistency fine-tuning\n\n" if style == "md"
+                     else "\n% Paired gain of meta-training over cycle-consistency fine-tuning\n")
+            text += format_gain_table(over_cycle, style, reference="cycle-consistency fine-tuning at test time")
+        settings = adaptation_settings(metrics)
+        if not settings.empty:
+            text += "\n## Test-time adaptation settings\n\n" if style == "md" else "\n% Test-time adaptation settings\n"
+            text += format_settings_table(settings, style)
         written[f"table_{style}"] = output_dir / f"table_psnr.{style}"
         written[f"table_{style}"].write_text(text)
 
-    if not gains.empty:
-        figure = plot_gains(gains)
-        written["gains_figure"] = figures / "gains.png"
-        figure.savefig(written["gains_figure"], dpi=120)
-        plt.close(figure)
-    if steps_metrics is not None and not steps_metrics.empty:
-        figure = plot_psnr_vs_steps(steps_metrics, metrics[metrics["method"] == baseline])
-        written["steps_figure"] = figures / "psnr_vs_steps.png"
+    forests = {"gains_figure": (gains, baseline, "gains.png"),
+               "gains_over_finetune_figure": (over_finetuning, "finetune", "gains_over_finetune.png"),
+               "gains_over_cycle_figure": (over_cycle, "cycle", "gains_over_cycle.png")}
+    for key, (frame, reference, name) in forests.items():
+        if not frame.empty:
+            figure = plot_gain_forest(frame, reference)
+            written[key] = figures / name
+            figure.savefig(written[key], dpi=120)
+            plt.close(figure)
+    baseline_rows = metrics[metrics["method"] == baseline]
+    if steps_metrics is not None and not steps_metrics.empty and not baseline_rows.empty:
+        figure = plot_gain_vs_steps(steps_metrics, baseline_rows, baseline)
+        written["steps_figure"] = figures / "gain_vs_steps.png"
         figure.savefig(written["steps_figure"], dpi=120)
         plt.close(figure)
     if crops is not None and not crops.empty and qualitative > 0:
@@ -447,7 +542,7 @@ def write_report(
             rows = crops[(crops["backbone"] == choice["backbone"]) & (crops["dataset"] == choice["dataset"])
                          & (crops["sequence"].astype(str) == str(choice["sequence"]))]
             panel_paths = {}
-            for panel in ("input0", "input1", "gt", baseline, choice["method"]):
+            for panel in dict.fromkeys(("input0", "input1", "gt", baseline, "finetune", "cycle", choice["method"])):
                 found = rows[rows["panel"] == panel]
                 if not found.empty:
                     panel_paths[panel] = found.sort_values("seed", key=lambda s: s.astype(str))["path"].iloc[0]

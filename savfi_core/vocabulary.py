@@ -8,14 +8,29 @@ from __future__ import annotations
 
 STAGES = ("pretrain", "meta_train", "evaluate", "report")
 ALGORITHMS = ("maml", "maml++", "metasgd", "l2f")
-PROTOCOLS = ("baseline", "retrained", "finetune", "meta")
+# The inner loss of adaptation, from the four input frames I1, I3, I5, I7 of a septuplet:
+# 'triplets' (the paper: I1,I5 -> I3 and I3,I7 -> I5) or 'cycle' (Reda et al. 2019: the frames
+# between the inputs are predicted, then interpolated again to I3 and I5).
+SUPPORT_LOSSES = ("triplets", "cycle")
+PROTOCOLS = ("baseline", "retrained", "finetune", "cycle", "meta")
 # protocols that adapt to each test sequence before predicting (they sweep test-time inner steps)
-ADAPTING = ("finetune", "meta")
+ADAPTING = ("finetune", "cycle", "meta")
 # protocols evaluated from the starting weights; the others from a meta_train checkpoint
-FROM_STARTING_WEIGHTS = ("baseline", "finetune")
+FROM_STARTING_WEIGHTS = ("baseline", "finetune", "cycle")
 SIZES = ("paper", "tiny")
 # The weight-free reference every network is compared with.
 FRAME_AVERAGE = "frame_average"
+# A meta-trained method is named by its algorithm, with this suffix when its inner loss is the
+# cycle loss (``maml+cycle``); the paper's triplet loss keeps the bare algorithm name.
+CYCLE_SUFFIX = "+cycle"
+CYCLE_METHODS = tuple(algorithm + CYCLE_SUFFIX for algorithm in ("maml", "maml++", "l2f", "metasgd"))
 # Column order of the tables: the reference, the protocols without meta-training, the algorithms.
-METHOD_ORDER = (FRAME_AVERAGE, "baseline", "retrained", "finetune", "maml", "maml++", "l2f", "metasgd")
-NON_META_METHODS = (FRAME_AVERAGE, "baseline", "retrained", "finetune")
+METHOD_ORDER = (FRAME_AVERAGE, "baseline", "retrained", "finetune", "cycle", "maml", "maml++", "l2f", "metasgd") + CYCLE_METHODS
+NON_META_METHODS = (FRAME_AVERAGE, "baseline", "retrained", "finetune", "cycle")
+# What a meta_train job can train: every algorithm with either inner loss, or re-training.
+META_TRAIN_METHODS = ALGORITHMS + tuple(algorithm + CYCLE_SUFFIX for algorithm in ALGORITHMS) + ("retrained",)
+
+
+def meta_method(algorithm: str, support_loss: str = "triplets") -> str:
+    """The method name of an algorithm meta-trained with a support loss (``maml+cycle``)."""
+    return algorithm + (CYCLE_SUFFIX if support_loss == "cycle" else "")

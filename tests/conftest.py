@@ -52,9 +52,10 @@ def _autograd_stays_enabled():
 @pytest.fixture(scope="session")
 def tiny_real_grid(tmp_path_factory) -> dict:
     """A real grid, tiny: two backbones x two algorithms, a few steps from random tiny weights,
-    evaluated on two held-out clip crops (both saved as crops). Run once per session; used by the
-    end-to-end notebook test and the browser test of the comparison page. Returns the exit code
-    of run_all and the grid's results folder."""
+    and a RIFE row (HD v3 with its released weights: MAML with the paper's and with the cycle
+    inner loss, plain and cycle fine-tuning), evaluated on two held-out clip crops (both saved as
+    crops). Run once per session; used by the end-to-end notebook test and the browser test of
+    the comparison page. Returns the exit code of run_all and the grid's results folder."""
     import sys
 
     sys.path.insert(0, str(REPO_ROOT))
@@ -62,7 +63,7 @@ def tiny_real_grid(tmp_path_factory) -> dict:
 
     grid = {
         "name": "tiny",
-        "backbones": ["sepconv", "dvf"],
+        "backbones": ["sepconv", "dvf", "rife_hdv3"],
         "size": "tiny",
         "weights": None,
         "seeds": [0],
@@ -70,9 +71,13 @@ def tiny_real_grid(tmp_path_factory) -> dict:
                        "algorithms": ["maml", "metasgd"],
                        "config": {"inner_steps": 1, "inner_lr": 1e-4, "inner_rule": "adam", "first_order": True, "outer_lr": 1e-5},
                        "options": {"crop_size": 48, "progress": False}},
-        "evaluate": {"datasets": [{"name": "clips", "split": "test", "stride": 35, "crop_size": 64, "label": "clips"}],
+        "evaluate": {"datasets": [{"name": "clips", "split": "test", "stride": 35, "augment": True, "flip": False, "crop_size": 64, "label": "clips"}],
                      "protocols": ["baseline", "finetune", "meta"], "inner_steps": [1, 2], "max_samples": 2, "qualitative": 2},
         "report": {"qualitative": 2},
+        "per_backbone": {"rife_hdv3": {"size": "paper", "weights": "default",
+                                       "meta_train": {"algorithms": ["maml"], "support_losses": ["triplets", "cycle"], "steps": 1},
+                                       "evaluate": {"protocols": ["baseline", "finetune", "cycle", "meta"], "inner_steps": [1],
+                                                    "max_samples": 1, "qualitative": 1}}},
     }
     folder = tmp_path_factory.mktemp("tiny_real_grid")
     path = folder / "tiny.yaml"

@@ -296,8 +296,9 @@ def test_adapt_changes_parameters_and_leaves_the_model_untouched(algorithm):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("poison", [float("nan"), 1e6])
-def test_adaptation_never_reads_the_ground_truth(algorithm, poison):
-    learner = MetaLearner(toy_model(), algorithm=algorithm, inner_steps=2, inner_lr=0.05)
+@pytest.mark.parametrize("support_loss", ["triplets", "cycle"])
+def test_adaptation_never_reads_the_ground_truth(algorithm, poison, support_loss):
+    learner = MetaLearner(toy_model(), algorithm=algorithm, inner_steps=2, inner_lr=0.05, support_loss=support_loss)
     clean = random_septuplet()
     poisoned = random_septuplet()
     poisoned.frames[poisoned.target_index] = poison

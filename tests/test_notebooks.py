@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from savfi_core.checkpoint import safe_load
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -78,11 +80,17 @@ def test_tiny_real_grid_runs_end_to_end_through_papermill(tiny_real_grid, tmp_pa
     assert tiny_real_grid["exit_code"] == 0
     folder = tiny_real_grid["folder"]
     metrics = pd.read_csv(folder / "metrics.csv")
-    assert set(metrics["backbone"]) == {"sepconv", "dvf"}
-    assert set(zip(metrics["protocol"], metrics["algorithm"].fillna(""))) == {
+    assert set(metrics["backbone"]) == {"sepconv", "dvf", "rife_hdv3"}
+    tiny, rife = metrics[metrics["backbone"] != "rife_hdv3"], metrics[metrics["backbone"] == "rife_hdv3"]
+    assert set(zip(tiny["protocol"], tiny["algorithm"].fillna(""))) == {
         ("frame_average", ""), ("baseline", ""), ("finetune", ""), ("meta", "maml"), ("meta", "metasgd")}
+    assert set(zip(rife["protocol"], rife["algorithm"].fillna(""))) == {
+        ("frame_average", ""), ("baseline", ""), ("finetune", ""), ("cycle", ""), ("meta", "maml"), ("meta", "maml+cycle")}
+    cycle_trained = safe_load(folder / "meta_train-rife_hdv3-maml+cycle-seed0" / "meta_checkpoint.pt")
+    assert cycle_trained["config"]["support_loss"] == "cycle"
+    assert (folder / "gains_over_cycle.csv").is_file() and "Cycle FT" in (folder / "table_psnr.md").read_text()
     assert metrics["psnr"].between(5, 60).all()
-    for name in ("table_psnr.md", "table_psnr.tex", "figures/gains.png", "figures/psnr_vs_steps.png"):
+    for name in ("table_psnr.md", "table_psnr.tex", "figures/gains.png", "figures/gain_vs_steps.png"):
         assert (folder / name).is_file(), name
     assert list((folder / "figures").glob("qualitative_*.png"))
     assert (folder / "meta_train-dvf-metasgd-seed0" / "meta_checkpoint.pt").is_file()

@@ -173,6 +173,11 @@ class ClipsDataset(SavfiDataset):
             raise DatasetError(f"clips split must be 'train' or 'test', got {split!r}")
         self.split = split
         self.augment = split == "train" if augment is None else bool(augment)
+        if crop_size is not None and not self.augment:
+            # Crops are part of the augmentation; a crop size that would be ignored is refused.
+            raise DatasetError(f"clips split {split!r}: crop_size {crop_size} is applied only when augmenting "
+                               f"(augment is {augment!r}, the {split} split's default is {split == 'train'}): "
+                               "pass augment=True (and flip=False for evaluation) or leave crop_size out")
         self.crop_size = crop_size
         self.crop_sampler = crop_sampler
         self.flip = flip

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from savfi_core.vocabulary import ALGORITHMS
+from savfi_core.vocabulary import ALGORITHMS, SUPPORT_LOSSES
 
 INNER_RULES = ("sgd", "adam", "adamax")
 OUTER_OPTIMIZERS = ("adam", "adamax")
@@ -59,6 +59,11 @@ class MetaConfig:
         for maml++ and False otherwise. A model without BatchNorm is unaffected.
     adapt_patterns: fnmatch patterns of parameter names adapted in the inner loop; None means the
         model's ``adapted_parameter_patterns``.
+    support_loss: the inner loss of every inner step, in meta-training and at test time:
+        'triplets' (the paper: the sum of the backbone's loss on the support triplets I1,I5 -> I3
+        and I3,I7 -> I5) or 'cycle' (cycle consistency, Reda et al. ICCV 2019, on the same four
+        input frames: I2' = f(I1,I3), I4' = f(I3,I5), I6' = f(I5,I7), then the backbone's loss of
+        f(I2',I4') against I3 plus that of f(I4',I6') against I5). Neither reads the query frame.
     temporal_flip: training tasks are reversed in time with probability 1/2 (seeded by ``seed``).
     seed: seed of the learner's own generator (temporal flips).
     """
@@ -80,6 +85,7 @@ class MetaConfig:
     multi_step_loss_steps: int | None = None
     per_step_batchnorm: bool | None = None
     adapt_patterns: tuple[str, ...] | None = None
+    support_loss: str = "triplets"
     temporal_flip: bool = True
     seed: int = 0
 
@@ -94,6 +100,8 @@ class MetaConfig:
             raise ValueError(
                 f"MetaConfig.outer_lr_schedule must be one of {OUTER_LR_SCHEDULES} or None, got {self.outer_lr_schedule!r}"
             )
+        if self.support_loss not in SUPPORT_LOSSES:
+            raise ValueError(f"MetaConfig.support_loss must be one of {SUPPORT_LOSSES}, got {self.support_loss!r}")
         if self.inner_steps < 0:
             raise ValueError(f"MetaConfig.inner_steps must be >= 0, got {self.inner_steps}")
         if self.total_outer_steps < 1:

@@ -1,6 +1,6 @@
 """Per-sample evaluation of the paper's protocols, as one pandas DataFrame.
 
-The protocols (baseline, retrained, finetune, meta) are objects of
+The protocols (baseline, retrained, finetune, cycle, meta) are objects of
 :mod:`savfi_core.study.protocols`; ``evaluate_protocols`` measures any list of them,
 ``evaluate`` builds them from a network or a MetaLearner.
 
@@ -24,7 +24,7 @@ __all__ = ["ADAPTING", "PROTOCOLS", "evaluate", "evaluate_frame_average", "evalu
 
 def protocols_for(model_or_learner: nn.Module | MetaLearner, protocols: Iterable[str], config: MetaConfig | None = None) -> list:
     """Protocol objects of a network or a MetaLearner (see ``evaluate`` for the rules)."""
-    from savfi_core.study.protocols import EvaluationProtocol, finetune, meta, unadapted
+    from savfi_core.study.protocols import EvaluationProtocol, cycle, finetune, meta, unadapted
 
     learner = model_or_learner if isinstance(model_or_learner, MetaLearner) else None
     model = learner.model if learner is not None else model_or_learner
@@ -40,6 +40,8 @@ def protocols_for(model_or_learner: nn.Module | MetaLearner, protocols: Iterable
             built.append(meta(learner))
         elif name == "finetune":
             built.append(finetune(model, finetune_config))
+        elif name == "cycle":
+            built.append(cycle(model, finetune_config))
         elif learner is not None:  # unadapted predictions of a learner go through it (MAML++ BatchNorm copy 0)
             built.append(EvaluationProtocol(name, learner))
         else:
@@ -62,12 +64,13 @@ def evaluate(
         the non-meta protocols then use its network's current weights).
     dataset: any iterable of single ``Sample`` objects (e.g. ``open_dataset(...)``).
     protocols: default ``('meta',)`` for a MetaLearner and ``('baseline', 'finetune')`` for a network.
-    config: settings of the ``finetune`` inner loop (default: the learner's config, or MetaConfig()).
+    config: settings of the ``finetune`` and ``cycle`` inner loops (default: the learner's config, or
+        MetaConfig()); ``cycle`` replaces its support loss with the cycle loss.
     steps: inner steps at test time (default: the config's ``inner_steps``).
     limit: evaluate only the first ``limit`` samples.
 
-    Columns: sequence, protocol, algorithm ('none' for baseline/retrained/finetune), inner_rule,
-    inner_steps, psnr, ssim, psnr_before, psnr_after, adapt_seconds.
+    Columns: sequence, protocol, algorithm ('none' for baseline/retrained/finetune/cycle), inner_rule,
+    inner_steps, inner_lr, psnr, ssim, psnr_before, psnr_after, adapt_seconds.
     The network is put in eval mode during evaluation and restored afterwards.
     """
     if protocols is None:
@@ -114,6 +117,8 @@ def evaluate_protocols(protocols: Sequence, dataset: Iterable, *, steps: int | N
                         "algorithm": protocol.algorithm,
                         "inner_rule": protocol.inner_rule,
                         "inner_steps": (config.inner_steps if steps is None else steps) if protocol.adapts else 0,
+                        # the starting value of the learned rates (maml++, metasgd); none without adaptation
+                        "inner_lr": config.inner_lr if protocol.adapts else float("nan"),
                         "psnr": compute_psnr(prediction, target),
                         "ssim": compute_ssim(prediction, target),
                         "psnr_before": psnr_before,
@@ -146,7 +151,7 @@ def evaluate_frame_average(dataset: Iterable, *, limit: int | None = None) -> pd
         value = compute_psnr(prediction, sample.frames[t])
         rows.append(
             {"sequence": sample.name, "protocol": "frame_average", "algorithm": "none", "inner_rule": "none", "inner_steps": 0,
-             "psnr": value, "ssim": compute_ssim(prediction, sample.frames[t]), "psnr_before": value, "psnr_after": value,
+             "inner_lr": float("nan"), "psnr": value, "ssim": compute_ssim(prediction, sample.frames[t]), "psnr_before": value, "psnr_after": value,
              "adapt_seconds": 0.0}
         )
     return pd.DataFrame(rows)

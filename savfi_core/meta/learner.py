@@ -6,6 +6,7 @@ meta-learned values), inner steps ``k = 0..K-1``::
 
     theta_0     = gamma(task) * theta                         # L2F only; gamma = 1 otherwise
     L_k         = sum over the two support triplets of model.loss(f(theta_k; frame0, frame1), target)
+                  (or, with ``support_loss='cycle'``, the cycle-consistency loss of the same frames)
     theta_{k+1} = rule(theta_k, dL_k/dtheta_k, rate_k)        # sgd | adam | adamax, functional
 
 and the outer loss of the task is ``L_query(theta_K)`` or, with MAML++'s multi-step loss,
@@ -49,7 +50,7 @@ from torch.func import functional_call
 
 from savfi_core.meta import inner_rules
 from savfi_core.meta.config import MetaConfig
-from savfi_core.meta.tasks import Task, Triplet, make_task, temporal_flip
+from savfi_core.meta.tasks import Task, Triplet, make_task, support_inputs, temporal_flip
 
 CHECKPOINT_FORMAT = "savfi-meta-learner"
 
@@ -265,7 +266,35 @@ class MetaLearner:
         )
 
     def _support_loss(self, params, row, task: Task, buffers) -> Tensor:
-        """Inner loss: the sum of the backbone's loss on both support triplets.
+        """The inner loss of the config's ``support_loss``: triplets or cycle consistency."""
+        if self.config.support_loss == "cycle":
+            return self._cycle_support_loss(params, row, task, buffers)
+        return self._triplet_support_loss(params, row, task, buffers)
+
+    def _cycle_support_loss(self, params, row, task: Task, buffers) -> Tensor:
+        """Cycle consistency on the four input frames (Reda et al. 2019), query never read::
+
+            I2' = f(I1, I3),  I4' = f(I3, I5),  I6' = f(I5, I7)
+            L   = loss(f(I2', I4'), I3) + loss(f(I4', I6'), I5)
+
+        Gradients flow through both levels (the predicted frames are not detached): the network
+        is asked to be consistent with itself, which is what makes it adapt to the motion.
+        With independent batch items each level is one batched call (the sum of the two losses
+        is twice the mean over the batch of two), as for the triplets.
+        """
+        first, third, fifth, seventh = support_inputs(task)
+        if self._support_in_one_batch(task):
+            between = self._forward(params, row, torch.cat([first, third, fifth]), torch.cat([third, fifth, seventh]), buffers).pred
+            second, fourth, sixth = between.chunk(3)
+            joined = Triplet(torch.cat([second, fourth]), torch.cat([fourth, sixth]), torch.cat([third, fifth]))
+            return 2 * self._loss(params, row, joined, buffers)
+        second, fourth, sixth = (self._forward(params, row, frame0, frame1, buffers).pred
+                                 for frame0, frame1 in ((first, third), (third, fifth), (fifth, seventh)))
+        return (self._loss(params, row, Triplet(second, fourth, third), buffers)
+                + self._loss(params, row, Triplet(fourth, sixth, fifth), buffers))
+
+    def _triplet_support_loss(self, params, row, task: Task, buffers) -> Tensor:
+        """The paper's inner loss: the sum of the backbone's loss on both support triplets.
 
         With independent batch items (see ``_support_in_one_batch``) one forward pass over the
         triplets concatenated along the batch gives the mean of their losses, so the sum is
@@ -416,6 +445,15 @@ class MetaLearner:
         result.update({name: value.detach().clone() for name, value in self._per_step_batchnorm(steps, clone=True).items()})
         return result
 
+    def support_loss(self, sample, params: dict[str, Tensor] | None = None) -> float:
+        """The inner loss (``config.support_loss``) of one sample's support frames with ``params``
+        (from :meth:`adapt`) or the unadapted network; the query frame is never read."""
+        task = make_task(sample, with_query_target=False)
+        # Row 0 of per-step BatchNorm; adapted params carry the copy of the step they reached.
+        overrides = self.initial_parameters() if params is None else params
+        with torch.no_grad():
+            return float(self._support_loss(overrides, 0, task, self._buffers(clone=True)))
+
     def initial_parameters(self) -> dict[str, Tensor]:
         """What the network runs with before adaptation: per-step BatchNorm copy 0 (if any)."""
         return {name: value.detach().clone() for name, value in self._per_step_batchnorm(0, clone=True).items()}
@@ -462,7 +500,8 @@ class MetaLearner:
         config (it is compared key by key) and model architecture."""
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a MetaLearner state (expected format {CHECKPOINT_FORMAT!r})")
-        saved = state["config"]
+        # Through from_dict, so that a field added since the state was saved counts at its default.
+        saved = MetaConfig.from_dict(state["config"]).to_dict()
         current = self.config.to_dict()
         differing = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
         if differing:

@@ -53,6 +53,15 @@ class Task:
         return self.query.frame0.shape[0]
 
 
+def support_inputs(task: Task) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four frames adaptation may read, at t-3, t-1, t+1, t+3 (the septuplet's I1, I3, I5,
+    I7), taken from the support triplets (I1, I5 -> I3) and (I3, I7 -> I5)."""
+    if len(task.support) != len(SUPPORT_OFFSETS):
+        raise ValueError(f"task {task.names}: adaptation needs its {len(SUPPORT_OFFSETS)} support triplets, got {len(task.support)}")
+    left, right = task.support
+    return left.frame0, left.target, left.frame1, right.frame1
+
+
 def valid_at(valid: Tensor, positions) -> bool:
     """True when every position is inside the sample and holds a valid frame (in every item of
     a batch): the one test of "is there a frame here" for tasks, triplets and adaptation."""

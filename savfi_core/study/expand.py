@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from savfi_core.study.loader import GridError
 from savfi_core.study.schema import SECTIONS, stage_fields
 from savfi_core.study.validate import CheckedGrid, check_grid, check_meta_config, with_defaults
-from savfi_core.vocabulary import FROM_STARTING_WEIGHTS
+from savfi_core.vocabulary import FROM_STARTING_WEIGHTS, meta_method
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,19 +67,41 @@ def section_parameters(stage: str, section: dict) -> dict[str, Any]:
 
 
 def _methods(meta_train: dict | None, protocols: list[str]) -> dict[str, dict]:
-    """method -> meta config: one per algorithm, and 'retrained' (0 inner steps: meta-training
-    without an inner loop is re-training on the query frames)."""
+    """method -> meta config: one per algorithm and support loss (``maml``, ``maml+cycle``), and
+    'retrained' (0 inner steps: meta-training without an inner loop is re-training on the query
+    frames)."""
     if meta_train is None:
         return {}
     per_algorithm = meta_train["per_algorithm"]
-    stray = sorted(set(per_algorithm) - set(meta_train["algorithms"]) - {"retrained"})
+    if "support_loss" in meta_train["config"]:
+        raise GridError("meta_train.config.support_loss: the inner losses of meta-training are listed in "
+                        "meta_train.support_losses (each gives its own methods, e.g. maml and maml+cycle), "
+                        "and the test-time protocols finetune and cycle choose their own")
+    methods = {}
+    for support_loss in meta_train["support_losses"]:
+        for algorithm in meta_train["algorithms"]:
+            name = meta_method(algorithm, support_loss)
+            chosen = {"support_loss": support_loss} if support_loss != "triplets" else {}
+            methods[name] = meta_train["config"] | {"algorithm": algorithm} | chosen | per_algorithm.get(name, {})
+    stray = sorted(set(per_algorithm) - set(methods) - {"retrained", *TEST_TIME_PROTOCOLS})
     if stray:
-        raise GridError(f"meta_train.per_algorithm names methods not in the grid: {stray}")
-    methods = {algorithm: meta_train["config"] | {"algorithm": algorithm} | per_algorithm.get(algorithm, {})
-               for algorithm in meta_train["algorithms"]}
+        raise GridError(f"meta_train.per_algorithm names methods not in the grid: {stray} (the grid's methods: "
+                        f"{sorted(methods)}, and retrained, finetune, cycle)")
     if "retrained" in protocols and meta_train["retrained"]:
         methods["retrained"] = meta_train["config"] | {"algorithm": "maml", "inner_steps": 0} | per_algorithm.get("retrained", {})
     return methods
+
+
+# The test-time protocols that adapt the starting weights, and what their inner loop is.
+TEST_TIME_PROTOCOLS = {"finetune": {"algorithm": "maml"}, "cycle": {"algorithm": "maml", "support_loss": "cycle"}}
+
+
+def test_time_configs(meta_train: dict | None, protocols: list[str]) -> dict[str, dict]:
+    """finetune / cycle -> their meta config: the shared ``meta_train.config`` (steps, rule,
+    inner_lr), the protocol's inner loop, and ``meta_train.per_algorithm.<protocol>`` over it."""
+    shared = (meta_train or {}).get("config", {})
+    overrides = (meta_train or {}).get("per_algorithm", {})
+    return {name: shared | fixed | overrides.get(name, {}) for name, fixed in TEST_TIME_PROTOCOLS.items() if name in protocols}
 
 
 def _backbone_jobs(grid: CheckedGrid, backbone: str, validate: bool) -> tuple[list[Job], list[str]]:
@@ -106,10 +128,11 @@ def _backbone_jobs(grid: CheckedGrid, backbone: str, validate: bool) -> tuple[li
     if "meta" in protocols and not meta_train["algorithms"]:
         raise GridError(f"{where('meta_train.algorithms')}: protocol 'meta' needs at least one algorithm")
     methods = _methods(meta_train, protocols)
-    # Fine-tuning at test time: the shared inner rule and steps, without meta-training.
-    finetune_config = (meta_train or {}).get("config", {}) | {"algorithm": "maml"}
-    if validate and "finetune" in protocols:
-        check_meta_config(finetune_config, where("meta_train.config") if meta_train else where("evaluate.protocols"))
+    # Fine-tuning at test time (plain or cycle): the shared inner rule and steps, no meta-training.
+    adapting_configs = test_time_configs(meta_train, protocols)
+    if validate:
+        for config in adapting_configs.values():
+            check_meta_config(config, where("meta_train.config") if meta_train else where("evaluate.protocols"))
 
     evaluations = []
     evaluate_common = {**common, **section_parameters("evaluate", evaluate)}
@@ -117,7 +140,7 @@ def _backbone_jobs(grid: CheckedGrid, backbone: str, validate: bool) -> tuple[li
     if from_start:
         job_id = f"evaluate-{backbone}-pretrained"
         parameters = {**evaluate_common, **start, "protocols": from_start, "checkpoints": {}, "seed": None,
-                      "meta_configs": {"finetune": finetune_config} if "finetune" in protocols else {}}
+                      "meta_configs": adapting_configs}
         jobs.append(Job(job_id, "evaluate", notebook_path(grid, "evaluate"), parameters, dict(inputs), after))
         evaluations.append(job_id)
 

@@ -9,6 +9,8 @@ retrained   the same computation; the label says the network was re-trained on s
             tasks without an inner loop (``meta_train`` with ``inner_steps=0``)
 finetune    the given network adapted at test time with plain MAML inner steps (same steps, rule
             and ``inner_lr`` as the config: no learned rates, attenuation or per-step BatchNorm)
+cycle       the same fine-tuning with the cycle-consistency loss as the inner loss (Reda et al.
+            2019; ``MetaConfig.support_loss``): from I1, I3, I5, I7 only, never the query frame
 meta        a meta-trained ``MetaLearner``'s own adaptation
 ==========  ================================================================================
 
@@ -71,6 +73,13 @@ def finetune(model: nn.Module, config: MetaConfig | None = None) -> EvaluationPr
     """Plain MAML inner steps on the given weights, with the config's steps, rule and inner_lr."""
     config = config or MetaConfig()
     return EvaluationProtocol("finetune", MetaLearner(model, config.replace(algorithm="maml", per_step_batchnorm=False)))
+
+
+def cycle(model: nn.Module, config: MetaConfig | None = None) -> EvaluationProtocol:
+    """Test-time fine-tuning on the given weights with the cycle-consistency inner loss."""
+    config = config or MetaConfig()
+    plain = config.replace(algorithm="maml", per_step_batchnorm=False, support_loss="cycle")
+    return EvaluationProtocol("cycle", MetaLearner(model, plain))
 
 
 def meta(learner: MetaLearner) -> EvaluationProtocol:

@@ -20,12 +20,13 @@ import dataclasses
 from dataclasses import MISSING, dataclass
 from typing import Any, Literal, Optional
 
-from savfi_core.vocabulary import ALGORITHMS, METHOD_ORDER, PROTOCOLS, SIZES, STAGES
+from savfi_core.vocabulary import ALGORITHMS, META_TRAIN_METHODS, METHOD_ORDER, PROTOCOLS, SIZES, STAGES, SUPPORT_LOSSES
 
 Size = Literal[SIZES]
 Protocol = Literal[PROTOCOLS]
 Algorithm = Literal[ALGORITHMS]
-Method = Literal[ALGORITHMS + ("retrained",)]
+Method = Literal[META_TRAIN_METHODS]
+SupportLoss = Literal[SUPPORT_LOSSES]
 # A dataset spec: {"name": <open_dataset name>, **reader options, label?, protocols?}; its keys
 # are checked against the reader's signature (savfi_core.study.validate.check_dataset).
 DatasetSpec = dict
@@ -80,7 +81,7 @@ class MetaTrainConfig:
     backbone: str = _backbone()
     size: Size = _size()
     weights: Optional[str] = param(None, origin="job", doc='the initialization: "default" (shipped), a checkpoint path, or None')
-    method: Method = param(example="maml", origin="job", doc='the algorithm, or "retrained"')
+    method: Method = param(example="maml", origin="job", doc='the algorithm (+cycle with the cycle inner loss), or "retrained"')
     meta_config: dict = param(
         example={"algorithm": "maml", "inner_steps": 1, "inner_lr": 1e-4, "inner_rule": "adam", "first_order": True,
                  "outer_lr": 1e-5, "outer_optimizer": "adam"}, origin="job", doc="fields of savfi_core.meta.MetaConfig")
@@ -138,9 +139,13 @@ SECTION_ONLY_FIELDS: dict[str, list[tuple[str, Any, Any]]] = {
     "pretrain": [],
     "meta_train": [
         ("algorithms", list[Algorithm], param(example=list(ALGORITHMS), doc="one meta_train job per algorithm and seed")),
+        ("support_losses", list[SupportLoss], param(["triplets"], nonempty=True,
+                                                    doc="inner losses of meta-training: each algorithm is trained with each "
+                                                        "('cycle' gives the methods maml+cycle, ...)")),
         ("retrained", bool, param(True, doc="also re-train (meta-training with 0 inner steps) when protocol retrained is asked")),
         ("config", dict, param(doc="MetaConfig fields shared by the algorithms (and by test-time fine-tuning)")),
-        ("per_algorithm", dict[str, dict], param({}, doc="algorithm (or 'retrained') -> MetaConfig fields over config")),
+        ("per_algorithm", dict[str, dict], param({}, doc="method (maml, maml+cycle, ..., 'retrained', or the test-time "
+                                                          "protocols 'finetune' and 'cycle') -> MetaConfig fields over config")),
     ],
     "evaluate": [("protocols", list[Protocol], param(nonempty=True))],
     "report": [],

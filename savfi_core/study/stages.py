@@ -154,6 +154,8 @@ def _protocol_objects(config: EvaluateConfig) -> dict[str, Any]:
             methods["baseline"] = protocols.unadapted("baseline", model)
         if "finetune" in config.protocols:
             methods["finetune"] = protocols.finetune(model, MetaConfig.from_dict(config.meta_configs.get("finetune", {})))
+        if "cycle" in config.protocols:
+            methods["cycle"] = protocols.cycle(model, MetaConfig.from_dict(config.meta_configs.get("cycle", {})))
     for method, path in config.checkpoints.items():
         protocol = "retrained" if method == "retrained" else "meta"
         if protocol in config.protocols:
@@ -169,7 +171,7 @@ def _protocol_objects(config: EvaluateConfig) -> dict[str, Any]:
 def run_evaluate(config: EvaluateConfig) -> pd.DataFrame:
     """Evaluate the protocols of one backbone on every dataset; returns the headline metrics.
 
-    protocols: any of baseline, finetune (on ``weights``), retrained, meta (from ``checkpoints``:
+    protocols: any of baseline, finetune, cycle (on ``weights``), retrained, meta (from ``checkpoints``:
         method -> meta_checkpoint.pt; 'retrained' and one entry per algorithm).
     inner_steps: test-time inner steps; the first is the headline (metrics.csv), all of them go to
         steps.csv for the adapting protocols.
@@ -202,7 +204,7 @@ def run_evaluate(config: EvaluateConfig) -> pd.DataFrame:
         crop_rows += _save_crops(dataset, label, chosen, config, output)
 
     columns = ["backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed", "psnr", "ssim", "adapt_seconds",
-               "inner_steps", "inner_rule", "psnr_before", "psnr_after"]
+               "inner_steps", "inner_rule", "inner_lr", "psnr_before", "psnr_after"]
     metrics = pd.concat(headline_rows, ignore_index=True)[columns]
     metrics.to_csv(output / "metrics.csv", index=False)
     steps_frame = pd.concat(step_rows, ignore_index=True)[columns] if step_rows else pd.DataFrame(columns=columns)

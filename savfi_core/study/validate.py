@@ -155,9 +155,17 @@ def _check_weights(weights: str | None, backbone: str, size: str, where: Locatio
         return
     if weights == "default":
         from savfi_core.backbones import default_weights_path
+        from savfi_core.backbones.carrier import CarrierWeightsError, locate_carrier_file
+        from savfi_core.backbones.registry import default_weights_source
 
-        if not Path(default_weights_path(backbone, size)).is_file():
+        source = default_weights_source(backbone, size)
+        if source is None:
             raise where.error(f"shipped {size} weights for {backbone} (none at {default_weights_path(backbone, size)})", weights)
+        if not isinstance(source, Path):  # carried by a pinned package: installed, and the file it should be
+            try:
+                locate_carrier_file(source)
+            except CarrierWeightsError as error:
+                raise where.error(f"the released {size} weights of {backbone}: {error}", weights) from None
         return
     if not Path(weights).is_file():
         raise where.error(f'null, "default" or the path of an existing weights file (from {Path.cwd()})', weights)
