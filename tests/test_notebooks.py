@@ -72,6 +72,13 @@ def test_quick_grid_covers_the_issue(capsys):
             for seed in (0, 1):
                 assert f"meta_train-{backbone}-{method}-seed{seed}" in out
         assert f"evaluate-{backbone}-pretrained" in out
+    for backbone in ("rife_hdv3", "rife_v4"):  # the RIFE rows: both inner losses, and cycle fine-tuning
+        for method in ("maml", "maml+cycle", "retrained"):
+            for seed in (0, 1):
+                assert f"meta_train-{backbone}-{method}-seed{seed}" in out
+        assert f"evaluate-{backbone}-pretrained" in out
+    grid = yaml.safe_load((REPO_ROOT / "params" / "quick.yaml").read_text())
+    assert "cycle" in grid["evaluate"]["protocols"]
 
 
 @pytest.mark.slow
