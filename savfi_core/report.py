@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from savfi_core.metrics import paired_difference, psnr, summarize
-from savfi_core.vocabulary import CYCLE_SUFFIX, METHOD_ORDER, NON_META_METHODS
+from savfi_core.vocabulary import CYCLE_SUFFIX, METHOD_ORDER, NON_META_METHODS, SECOND_ORDER_SUFFIX
 
 METRIC_COLUMNS = ("psnr", "ssim", "adapt_seconds")
 KEY_COLUMNS = ("backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed")
@@ -33,7 +33,8 @@ METHOD_LABELS = {
     "frame_average": "Frame avg.", "baseline": "Baseline", "retrained": "Re-trained", "finetune": "Fine-tune",
     "cycle": "Cycle FT", "maml": "MAML", "maml++": "MAML++", "l2f": "L2F", "metasgd": "Meta-SGD",
 }
-METHOD_LABELS.update({name + CYCLE_SUFFIX: METHOD_LABELS[name] + "+cycle" for name in ("maml", "maml++", "l2f", "metasgd")})
+METHOD_LABELS.update({name + CYCLE_SUFFIX: METHOD_LABELS[name] + " cycle" for name in ("maml", "maml++", "l2f", "metasgd")})
+METHOD_LABELS.update({name + SECOND_ORDER_SUFFIX: METHOD_LABELS[name] + " 2nd" for name in list(METHOD_LABELS)[5:]})
 
 
 class ReportError(ValueError):

@@ -20,17 +20,22 @@ FROM_STARTING_WEIGHTS = ("baseline", "finetune", "cycle")
 SIZES = ("paper", "tiny")
 # The weight-free reference every network is compared with.
 FRAME_AVERAGE = "frame_average"
-# A meta-trained method is named by its algorithm, with this suffix when its inner loss is the
-# cycle loss (``maml+cycle``); the paper's triplet loss keeps the bare algorithm name.
-CYCLE_SUFFIX = "+cycle"
-CYCLE_METHODS = tuple(algorithm + CYCLE_SUFFIX for algorithm in ("maml", "maml++", "l2f", "metasgd"))
+# A meta-trained method is named by its algorithm, with a suffix when its inner loss is the cycle
+# loss (``maml_cycle``) and one when it is also trained with second-order gradients where the
+# grid's config is first order (``maml_2nd``, ``maml_cycle_2nd``).
+CYCLE_SUFFIX = "_cycle"
+SECOND_ORDER_SUFFIX = "_2nd"
+_TABLE_ALGORITHMS = ("maml", "maml++", "l2f", "metasgd")
+_VARIANTS = ("", CYCLE_SUFFIX, SECOND_ORDER_SUFFIX, CYCLE_SUFFIX + SECOND_ORDER_SUFFIX)
+META_METHODS = tuple(algorithm + variant for variant in _VARIANTS for algorithm in _TABLE_ALGORITHMS)
 # Column order of the tables: the reference, the protocols without meta-training, the algorithms.
-METHOD_ORDER = (FRAME_AVERAGE, "baseline", "retrained", "finetune", "cycle", "maml", "maml++", "l2f", "metasgd") + CYCLE_METHODS
+METHOD_ORDER = (FRAME_AVERAGE, "baseline", "retrained", "finetune", "cycle") + META_METHODS
 NON_META_METHODS = (FRAME_AVERAGE, "baseline", "retrained", "finetune", "cycle")
-# What a meta_train job can train: every algorithm with either inner loss, or re-training.
-META_TRAIN_METHODS = ALGORITHMS + tuple(algorithm + CYCLE_SUFFIX for algorithm in ALGORITHMS) + ("retrained",)
+# What a meta_train job can train: every algorithm with either inner loss and order, or re-training.
+META_TRAIN_METHODS = META_METHODS + ("retrained",)
 
 
-def meta_method(algorithm: str, support_loss: str = "triplets") -> str:
-    """The method name of an algorithm meta-trained with a support loss (``maml+cycle``)."""
-    return algorithm + (CYCLE_SUFFIX if support_loss == "cycle" else "")
+def meta_method(algorithm: str, support_loss: str = "triplets", second_order: bool = False) -> str:
+    """The method name of an algorithm meta-trained with a support loss (``maml_cycle``), and
+    ``_2nd`` for the second-order copy of a first-order grid."""
+    return algorithm + (CYCLE_SUFFIX if support_loss == "cycle" else "") + (SECOND_ORDER_SUFFIX if second_order else "")

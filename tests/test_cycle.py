@@ -145,3 +145,37 @@ def test_the_inner_loss_is_part_of_the_checkpointed_config():
     # a state saved before the field existed loads as the paper's triplet loss
     del state["config"]["support_loss"]
     MetaLearner(toy_model()).load_state_dict(state)
+
+
+def test_the_grid_expands_inner_losses_and_second_order_into_methods_of_their_own(tmp_path):
+    import yaml
+
+    from savfi_core.study.expand import expand_grid, load_grid
+    from savfi_core.study.loader import GridError
+
+    grid = {"name": "g", "backbones": ["sepconv"], "size": "tiny", "seeds": [0],
+            "meta_train": {"dataset": {"name": "clips", "split": "train"}, "steps": 1, "batch_size": 1,
+                           "algorithms": ["maml", "metasgd"], "support_losses": ["triplets", "cycle"], "second_order": ["maml_cycle"],
+                           "config": {"inner_steps": 1, "first_order": True}},
+            "evaluate": {"datasets": [{"name": "clips", "split": "test"}], "protocols": ["baseline", "finetune", "cycle", "meta"],
+                         "inner_steps": [1]}}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    jobs = {job.job_id: job for job in expand_grid(load_grid(path))}
+    configs = {job.parameters["method"]: job.parameters["meta_config"] for job in jobs.values() if job.stage == "meta_train"}
+    assert sorted(configs) == ["maml", "maml_cycle", "maml_cycle_2nd", "metasgd", "metasgd_cycle"]
+    assert configs["maml_cycle"]["support_loss"] == "cycle" and "support_loss" not in configs["maml"]
+    assert configs["maml_cycle_2nd"] == {**configs["maml_cycle"], "first_order": False}
+    pretrained = jobs["evaluate-sepconv-pretrained"].parameters
+    assert pretrained["protocols"] == ["baseline", "finetune", "cycle"]
+    assert pretrained["meta_configs"]["cycle"]["support_loss"] == "cycle" and "support_loss" not in pretrained["meta_configs"]["finetune"]
+
+    grid["meta_train"]["second_order"] = ["maml++"]
+    path.write_text(yaml.safe_dump(grid))
+    with pytest.raises(GridError, match=r"second_order names methods not in the grid: \['maml\+\+'\]"):
+        expand_grid(load_grid(path))
+    grid["meta_train"]["second_order"] = []
+    grid["meta_train"]["config"]["support_loss"] = "cycle"
+    path.write_text(yaml.safe_dump(grid))
+    with pytest.raises(GridError, match="support_losses"):
+        expand_grid(load_grid(path))

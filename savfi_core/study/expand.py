@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from savfi_core.study.loader import GridError
 from savfi_core.study.schema import SECTIONS, stage_fields
 from savfi_core.study.validate import CheckedGrid, check_grid, check_meta_config, with_defaults
-from savfi_core.vocabulary import FROM_STARTING_WEIGHTS, meta_method
+from savfi_core.vocabulary import FROM_STARTING_WEIGHTS, SECOND_ORDER_SUFFIX, meta_method
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def section_parameters(stage: str, section: dict) -> dict[str, Any]:
 
 
 def _methods(meta_train: dict | None, protocols: list[str]) -> dict[str, dict]:
-    """method -> meta config: one per algorithm and support loss (``maml``, ``maml+cycle``), and
+    """method -> meta config: one per algorithm and support loss (``maml``, ``maml_cycle``), and
     'retrained' (0 inner steps: meta-training without an inner loop is re-training on the query
     frames)."""
     if meta_train is None:
@@ -75,7 +75,7 @@ def _methods(meta_train: dict | None, protocols: list[str]) -> dict[str, dict]:
     per_algorithm = meta_train["per_algorithm"]
     if "support_loss" in meta_train["config"]:
         raise GridError("meta_train.config.support_loss: the inner losses of meta-training are listed in "
-                        "meta_train.support_losses (each gives its own methods, e.g. maml and maml+cycle), "
+                        "meta_train.support_losses (each gives its own methods, e.g. maml and maml_cycle), "
                         "and the test-time protocols finetune and cycle choose their own")
     methods = {}
     for support_loss in meta_train["support_losses"]:
@@ -83,6 +83,14 @@ def _methods(meta_train: dict | None, protocols: list[str]) -> dict[str, dict]:
             name = meta_method(algorithm, support_loss)
             chosen = {"support_loss": support_loss} if support_loss != "triplets" else {}
             methods[name] = meta_train["config"] | {"algorithm": algorithm} | chosen | per_algorithm.get(name, {})
+    unknown = sorted(set(meta_train["second_order"]) - set(methods))
+    if unknown:
+        raise GridError(f"meta_train.second_order names methods not in the grid: {unknown} (the grid's methods: {sorted(methods)})")
+    for name in meta_train["second_order"]:
+        if methods[name].get("first_order", False) is not True:
+            raise GridError(f"meta_train.second_order: {name} is already second order (its config has first_order "
+                            f"{methods[name].get('first_order', False)!r}); list only first-order methods")
+        methods[name + SECOND_ORDER_SUFFIX] = methods[name] | {"first_order": False} | per_algorithm.get(name + SECOND_ORDER_SUFFIX, {})
     stray = sorted(set(per_algorithm) - set(methods) - {"retrained", *TEST_TIME_PROTOCOLS})
     if stray:
         raise GridError(f"meta_train.per_algorithm names methods not in the grid: {stray} (the grid's methods: "

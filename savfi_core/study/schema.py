@@ -81,7 +81,7 @@ class MetaTrainConfig:
     backbone: str = _backbone()
     size: Size = _size()
     weights: Optional[str] = param(None, origin="job", doc='the initialization: "default" (shipped), a checkpoint path, or None')
-    method: Method = param(example="maml", origin="job", doc='the algorithm (+cycle with the cycle inner loss), or "retrained"')
+    method: Method = param(example="maml", origin="job", doc='the algorithm (maml_cycle: with the cycle inner loss; maml_2nd: second order), or "retrained"')
     meta_config: dict = param(
         example={"algorithm": "maml", "inner_steps": 1, "inner_lr": 1e-4, "inner_rule": "adam", "first_order": True,
                  "outer_lr": 1e-5, "outer_optimizer": "adam"}, origin="job", doc="fields of savfi_core.meta.MetaConfig")
@@ -141,10 +141,12 @@ SECTION_ONLY_FIELDS: dict[str, list[tuple[str, Any, Any]]] = {
         ("algorithms", list[Algorithm], param(example=list(ALGORITHMS), doc="one meta_train job per algorithm and seed")),
         ("support_losses", list[SupportLoss], param(["triplets"], nonempty=True,
                                                     doc="inner losses of meta-training: each algorithm is trained with each "
-                                                        "('cycle' gives the methods maml+cycle, ...)")),
+                                                        "('cycle' gives the methods maml_cycle, ...)")),
+        ("second_order", list[str], param([], doc="methods of a first-order config also meta-trained with second-order "
+                                                  "gradients, as methods of their own (maml -> maml_2nd)")),
         ("retrained", bool, param(True, doc="also re-train (meta-training with 0 inner steps) when protocol retrained is asked")),
         ("config", dict, param(doc="MetaConfig fields shared by the algorithms (and by test-time fine-tuning)")),
-        ("per_algorithm", dict[str, dict], param({}, doc="method (maml, maml+cycle, ..., 'retrained', or the test-time "
+        ("per_algorithm", dict[str, dict], param({}, doc="method (maml, maml_cycle, ..., 'retrained', or the test-time "
                                                           "protocols 'finetune' and 'cycle') -> MetaConfig fields over config")),
     ],
     "evaluate": [("protocols", list[Protocol], param(nonempty=True))],
