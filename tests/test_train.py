@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from savfi_core.backbones import create_model
 from savfi_core.data.core import Sample
 from savfi_core.train import DivergenceGuard, ResumeMismatchError, curve_path_for, meta_train, pretrain, sample_triplet_batch
 
@@ -142,14 +144,40 @@ def test_non_finite_losses_are_skipped_and_leave_the_weights_finite(tmp_path):
     assert torch.equal(model.body[0].weight.detach(), before)
 
 
-def test_guard_flags_non_finite_and_jumps_over_the_running_median():
-    guard = DivergenceGuard(jump_factor=5.0, window=4, warmup=3)
+def test_guard_flags_non_finite_and_jumps_over_the_recent_upper_quantile():
+    guard = DivergenceGuard(jump_factor=5.0, window=4, warmup=3, reference_quantile=0.5)
     assert guard.check(float("nan")) == "not finite"
     for loss in (1.0, 2.0, 1.0):
         assert guard.check(loss) is None
         guard.accept(loss)
     assert guard.check(4.9) is None
-    assert guard.check(5.1) == "jump"  # median 1.0
+    assert guard.check(5.1) == "jump"  # the median, 1.0
+    guard.reference_quantile = 1.0
+    assert guard.reference() == 2.0 and guard.check(9.9) is None and guard.check(10.1) == "jump"
+
+
+def test_guard_rejects_nothing_of_a_network_that_does_not_diverge_and_stops_one_that_does(shared_data):
+    """Per-batch losses of a fixed tiny DVF on small moving/static crops of the training clips:
+    heavy-tailed (a median rule rejects about half of them) but no divergence at all."""
+    from savfi_core.data import open_dataset
+    from savfi_core.train.common import sample_triplet_batch
+
+    model = create_model("dvf", size="tiny", weights="default").eval()
+    dataset = open_dataset("clips", split="train", augment=False)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    with torch.no_grad():
+        for _ in range(200):
+            frame0, frame1, target = sample_triplet_batch(dataset, 2, generator, crop_size=32)
+            losses.append(float(model.loss(model(frame0, frame1), target)["total"]))
+    median_rule = sum(loss > 5 * statistics.median(losses[max(0, i - 50):i]) for i, loss in enumerate(losses) if i >= 10)
+    assert median_rule > 40  # the sequence is as heavy-tailed as the runs that were rejected
+    guard = DivergenceGuard()
+    for loss in losses:
+        assert guard.check(loss) is None, (loss, guard.reference())
+        guard.accept(loss)
+    # A real divergence: the loss leaves everything seen before by orders of magnitude.
+    assert guard.check(100 * max(losses)) == "jump"
 
 
 def test_triplet_batches_take_t_minus_1_and_t_plus_1_and_prefer_moving_crops():

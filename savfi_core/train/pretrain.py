@@ -77,7 +77,7 @@ def pretrain(
     block-matching displacement of the training crop (:mod:`savfi_core.train.flow_teacher`, search
     radius ``flow_teacher_radius``, box ``flow_teacher_window``). For the flow backbones only (its
     measured effect is in the README); a backbone without a motion field raises ValueError at the first step.
-    Divergence guard: a step whose loss is not finite or exceeds ``jump_factor`` times the median
+    Divergence guard: a step whose loss is not finite or exceeds ``jump_factor`` times the 90th percentile
     of the last ``guard_window`` accepted losses is skipped (no update; BatchNorm running
     statistics of its forward pass do change); gradients are clipped to ``max_grad_norm`` (L2
     over all parameters) and a step with a non-finite gradient norm is skipped too.
