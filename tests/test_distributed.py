@@ -1,0 +1,157 @@
+"""Meta-training under torchrun (gloo, 2 CPU processes) against one process, and its resume.
+
+* 2 ranks x 2 tasks = 1 process x 4 tasks: the updated meta-parameters (network, MAML++ rates,
+  Meta-SGD rates, L2F attenuator, per-step BatchNorm weights) and the summed meta-gradients, in
+  float64, for every algorithm, first and second order, on tiny backbones and real frames.
+* A 2-rank run killed (SIGKILL of one rank) after a checkpoint resumes under torchrun and ends
+  with the loss curve of an uninterrupted 2-rank run; a resume with 1 process is refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import distributed_worker
+from savfi_core.train.distributed import DistributedContext
+from savfi_core.train.loop import WorldSizeMismatchError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(distributed_worker.__file__)
+ALGORITHMS = ("maml", "maml++", "l2f", "metasgd")
+COMMON = {"inner_steps": 1, "inner_lr": 1e-3, "outer_lr": 1e-3}
+
+
+def equivalence_runs() -> list[dict]:
+    runs = []
+    for algorithm in ALGORITHMS:
+        for order in ("first", "second"):
+            runs.append({"name": f"sepconv-{algorithm}-{order}", "backbone": "sepconv", "batch_size": 4,
+                         # L2F's attenuator gets its first non-zero gradient at the second step
+                         "steps": 2 if algorithm == "l2f" else 1,
+                         "meta_config": {**COMMON, "algorithm": algorithm, "first_order": order == "first"}})
+    # DVF has BatchNorm: MAML++ learns per-step BatchNorm weights there.
+    runs.append({"name": "dvf-maml++-first", "backbone": "dvf", "batch_size": 4, "steps": 1,
+                 "meta_config": {**COMMON, "algorithm": "maml++", "first_order": True}})
+    return runs
+
+
+def torchrun(spec: dict, folder: Path, **popen) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_path = folder / "spec.json"
+    spec_path.write_text(json.dumps({**spec, "out": str(folder)}))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), str(spec_path)]
+    return subprocess.Popen(command, env=environment, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def test_shard_is_a_disjoint_cover_of_the_batch():
+    for world_size in (1, 2, 3, 8):
+        for count in (1, 4, 7, 8):
+            shards = [DistributedContext(rank=rank, world_size=world_size).shard(count) for rank in range(world_size)]
+            assert sorted(index for shard in shards for index in shard) == list(range(count))
+            assert all(shard == list(range(shard[0], shard[-1] + 1)) for shard in shards if shard)
+    assert DistributedContext(rank=1, world_size=2).shard(4) == [2, 3]
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("two_ranks")
+    runs = equivalence_runs()
+    output = finish(torchrun({"runs": runs}, folder))
+    return folder, runs, output
+
+
+@pytest.mark.parametrize("run", equivalence_runs(), ids=lambda run: run["name"])
+def test_two_ranks_of_two_tasks_equal_one_process_of_four(run, two_rank_results, tmp_path):
+    folder, _, _ = two_rank_results
+    ranks = [torch.load(folder / f"{run['name']}.rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    learner, curve = distributed_worker.train(run, tmp_path, DistributedContext())
+    reference = distributed_worker.meta_parameters_and_gradients(learner)
+
+    # Both ranks end with the same meta-parameters (they took the same update).
+    for name, value in ranks[0]["values"].items():
+        assert torch.equal(value, ranks[1]["values"][name]), name
+    learned = [name for name in reference["values"] if name.startswith("learned.")]
+    if run["meta_config"]["algorithm"] != "maml":
+        assert learned, "the algorithm's own meta-parameters are missing"
+    if run["backbone"] == "dvf":
+        assert any("batchnorm_weights" in name for name in learned)
+    assert set(ranks[0]["values"]) == set(reference["values"])
+    assert set(ranks[0]["grads"]) == set(reference["grads"])
+    for name, value in reference["values"].items():
+        error = (ranks[0]["values"][name] - value).abs().max().item()
+        assert error <= 1e-6, f"{name}: updated meta-parameter differs by {error}"
+    for name, grad in reference["grads"].items():
+        scale = max(grad.abs().max().item(), 1e-12)
+        error = (ranks[0]["grads"][name] - grad).abs().max().item()
+        assert error <= 1e-6 * scale, f"{name}: meta-gradient differs by {error} (largest entry {scale})"
+    assert ranks[0]["outer_loss"] == pytest.approx(curve["outer_loss"].tolist(), rel=1e-12, abs=0)
+    if run["steps"] == 1:
+        # The optimizer moved every meta-parameter that has a gradient: the comparison is not vacuous.
+        start = distributed_worker.build_learner(run)
+        initial = distributed_worker.meta_parameters_and_gradients(start)["values"]
+        moved = [name for name in reference["grads"] if not torch.equal(initial[name], reference["values"][name])]
+        assert len(moved) >= len(reference["grads"]) // 2
+
+
+def test_second_order_meta_gradients_differ_from_first_order(two_rank_results):
+    folder, _, _ = two_rank_results
+    for algorithm in ALGORITHMS:
+        first = torch.load(folder / f"sepconv-{algorithm}-first.rank0.pt", weights_only=True)["grads"]
+        second = torch.load(folder / f"sepconv-{algorithm}-second.rank0.pt", weights_only=True)["grads"]
+        assert any(not torch.allclose(first[name], second[name], rtol=1e-6, atol=0) for name in first), algorithm
+
+
+RESUME_RUN = {"name": "resume", "backbone": "sepconv", "batch_size": 4, "steps": 6, "checkpoint_every": 1,
+              "meta_config": {**COMMON, "algorithm": "maml++", "first_order": True}}
+
+
+def test_killed_two_rank_run_resumes_to_the_uninterrupted_curve(tmp_path):
+    straight = tmp_path / "straight"
+    finish(torchrun({"runs": [RESUME_RUN]}, straight))
+    expected = pd.read_csv(straight / "resume.state.curve.csv")
+    assert len(expected) == RESUME_RUN["steps"]
+
+    killed = tmp_path / "killed"
+    slow = {**RESUME_RUN, "delay": 0.15}  # the same batches, drawn slowly: about 1.2 s per step
+    process = torchrun({"runs": [slow]}, killed)
+    curve_file = killed / "resume.state.curve.csv"
+    deadline = time.monotonic() + 240
+    while not (curve_file.is_file() and len(pd.read_csv(curve_file)) >= 2):
+        assert process.poll() is None, process.communicate()[0][-4000:]
+        assert time.monotonic() < deadline, "no checkpoint at step 2 within 240 s"
+        time.sleep(0.05)
+    os.kill(int((killed / "pid.rank1").read_text()), signal.SIGKILL)  # one rank dies: the group stops
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0, output[-2000:]
+    done_before = len(pd.read_csv(curve_file))
+    assert 2 <= done_before < RESUME_RUN["steps"], done_before
+
+    output = finish(torchrun({"runs": [RESUME_RUN]}, killed))
+    assert f"resumed meta_train from {killed / 'resume.state.pt'} at step {done_before}" in output
+    resumed = pd.read_csv(curve_file)
+    for column in ("step", "loss", "outer_loss", "query_loss", "support_loss_before"):
+        assert resumed[column].tolist() == expected[column].tolist(), column
+    final = [torch.load(folder / "resume.rank0.pt", weights_only=True)["values"] for folder in (straight, killed)]
+    for name, value in final[0].items():
+        assert torch.equal(value, final[1][name]), name
+
+    # The same checkpoint under one process: refused, naming both world sizes.
+    with pytest.raises(WorldSizeMismatchError, match=r"run of 2 process\(es\).*this run has 1"):
+        distributed_worker.train({**RESUME_RUN, "steps": 7}, straight, DistributedContext())
