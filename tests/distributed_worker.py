@@ -2,7 +2,7 @@
 
     torchrun --standalone --nproc_per_node=2 tests/distributed_worker.py SPEC.json
 
-SPEC: {"out": folder, "runs": [{"name", "backbone", "meta_config", "steps", "batch_size",
+SPEC: {"out": folder, "frames": file of ``save_real_frames``, "runs": [{"name", "backbone", "meta_config", "steps", "batch_size",
 "checkpoint_every", "delay"}]}. Each rank writes its pid (``pid.rank<r>``) and, after each run,
 its learner's meta-parameters and their last gradients (``<name>.rank<r>.pt``).
 """
@@ -20,25 +20,42 @@ import torch
 CROP_SIZE = 32
 
 
-class Float64Clips:
-    """The embedded clips' training split in float64; ``delay`` seconds per sample slow a run
-    down enough for the kill test to land between two checkpoints."""
+class SavedFrames:
+    """Real frames saved once by the test (see ``save_real_frames``), read back in float64 in
+    milliseconds: each worker process would otherwise decode the clips again (about 5 s).
+    ``delay`` seconds per sample slow a run down enough for the kill test to land between two
+    checkpoints."""
 
-    def __init__(self, delay: float = 0.0):
-        from savfi_core.data import open_dataset
+    def __init__(self, path: str | Path, delay: float = 0.0):
+        from savfi_core.data import Sample
 
-        self.dataset = open_dataset("clips", split="train", augment=False)
+        saved = torch.load(path, weights_only=True)
+        self.samples = [Sample(frames=frames, valid=saved["valid"], target_index=int(saved["target_index"]), name=name)
+                        for frames, name in zip(saved["frames"], saved["names"])]
         self.delay = delay
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.samples)
 
     def __getitem__(self, index: int):
         if self.delay:
             time.sleep(self.delay)
-        sample = copy.copy(self.dataset[index])
-        sample.frames = torch.as_tensor(sample.frames).to(torch.float64)
-        return sample
+        return copy.copy(self.samples[index])
+
+
+def save_real_frames(path: Path, count: int = 8, size: int = 64) -> Path:
+    """``count`` septuplets of the embedded clips' training split, spread over it, each cut to
+    its most moving ``size`` x ``size`` window, as float64."""
+    from savfi_core.data import open_dataset
+    from savfi_core.train.common import crop_sample
+
+    dataset = open_dataset("clips", split="train", augment=False)
+    generator = torch.Generator().manual_seed(0)
+    samples = [crop_sample(dataset[index * len(dataset) // count], size, generator) for index in range(count)]
+    torch.save({"frames": torch.stack([torch.as_tensor(s.frames) for s in samples]).to(torch.float64),
+                "valid": torch.as_tensor(samples[0].valid), "target_index": samples[0].target_index,
+                "names": [str(s.name) for s in samples]}, path)
+    return path
 
 
 def build_learner(run: dict):
@@ -51,13 +68,13 @@ def build_learner(run: dict):
     return MetaLearner(model, MetaConfig.from_dict({"total_outer_steps": 10, **run["meta_config"]}))
 
 
-def train(run: dict, out: Path, distributed=None):
+def train(run: dict, out: Path, frames: Path, distributed=None):
     """meta_train of one run; returns (learner, curve)."""
     from savfi_core.train import meta_train
 
     learner = build_learner(run)
     curve = meta_train(
-        learner, Float64Clips(run.get("delay", 0.0)), steps=run["steps"], batch_size=run["batch_size"], seed=3,
+        learner, SavedFrames(frames, run.get("delay", 0.0)), steps=run["steps"], batch_size=run["batch_size"], seed=3,
         checkpoint_path=out / f"{run['name']}.state.pt", checkpoint_every=run.get("checkpoint_every"),
         crop_size=CROP_SIZE, progress=False, log=lambda message: print(message, flush=True), distributed=distributed,
     )
@@ -81,7 +98,7 @@ def main(spec_path: str) -> int:
     context = distributed_context()
     (out / f"pid.rank{context.rank}").write_text(str(os.getpid()))
     for run in spec["runs"]:
-        learner, curve = train(run, out, context)
+        learner, curve = train(run, out, Path(spec["frames"]), context)
         torch.save({**meta_parameters_and_gradients(learner), "outer_loss": curve["outer_loss"].tolist()},
                    out / f"{run['name']}.rank{context.rank}.pt")
     return 0

@@ -44,14 +44,14 @@ def equivalence_runs() -> list[dict]:
     return runs
 
 
-def torchrun(spec: dict, folder: Path, **popen) -> subprocess.Popen:
+def torchrun(runs: list[dict], frames: Path, folder: Path) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
     spec_path = folder / "spec.json"
-    spec_path.write_text(json.dumps({**spec, "out": str(folder)}))
+    spec_path.write_text(json.dumps({"runs": runs, "frames": str(frames), "out": str(folder)}))
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), str(spec_path)]
     return subprocess.Popen(command, env=environment, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **popen)
+                            text=True)
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> str:
@@ -69,19 +69,29 @@ def test_shard_is_a_disjoint_cover_of_the_batch():
     assert DistributedContext(rank=1, world_size=2).shard(4) == [2, 3]
 
 
+RESUME_RUN = {"name": "resume", "backbone": "sepconv", "batch_size": 4, "steps": 5, "checkpoint_every": 1,
+              "meta_config": {**COMMON, "algorithm": "maml++", "first_order": True}}
+
+
 @pytest.fixture(scope="module")
-def two_rank_results(tmp_path_factory):
+def real_frames(tmp_path_factory) -> Path:
+    return distributed_worker.save_real_frames(tmp_path_factory.mktemp("frames") / "frames.pt")
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(tmp_path_factory, real_frames):
+    """One torchrun launch (process start-up dominates): every equivalence run, then the
+    uninterrupted run of the resume test."""
     folder = tmp_path_factory.mktemp("two_ranks")
-    runs = equivalence_runs()
-    output = finish(torchrun({"runs": runs}, folder))
-    return folder, runs, output
+    finish(torchrun(equivalence_runs() + [RESUME_RUN], real_frames, folder))
+    return folder
 
 
 @pytest.mark.parametrize("run", equivalence_runs(), ids=lambda run: run["name"])
-def test_two_ranks_of_two_tasks_equal_one_process_of_four(run, two_rank_results, tmp_path):
-    folder, _, _ = two_rank_results
+def test_two_ranks_of_two_tasks_equal_one_process_of_four(run, two_rank_results, real_frames, tmp_path):
+    folder = two_rank_results
     ranks = [torch.load(folder / f"{run['name']}.rank{rank}.pt", weights_only=True) for rank in (0, 1)]
-    learner, curve = distributed_worker.train(run, tmp_path, DistributedContext())
+    learner, curve = distributed_worker.train(run, tmp_path, real_frames, DistributedContext())
     reference = distributed_worker.meta_parameters_and_gradients(learner)
 
     # Both ranks end with the same meta-parameters (they took the same update).
@@ -111,26 +121,21 @@ def test_two_ranks_of_two_tasks_equal_one_process_of_four(run, two_rank_results,
 
 
 def test_second_order_meta_gradients_differ_from_first_order(two_rank_results):
-    folder, _, _ = two_rank_results
+    folder = two_rank_results
     for algorithm in ALGORITHMS:
         first = torch.load(folder / f"sepconv-{algorithm}-first.rank0.pt", weights_only=True)["grads"]
         second = torch.load(folder / f"sepconv-{algorithm}-second.rank0.pt", weights_only=True)["grads"]
         assert any(not torch.allclose(first[name], second[name], rtol=1e-6, atol=0) for name in first), algorithm
 
 
-RESUME_RUN = {"name": "resume", "backbone": "sepconv", "batch_size": 4, "steps": 6, "checkpoint_every": 1,
-              "meta_config": {**COMMON, "algorithm": "maml++", "first_order": True}}
-
-
-def test_killed_two_rank_run_resumes_to_the_uninterrupted_curve(tmp_path):
-    straight = tmp_path / "straight"
-    finish(torchrun({"runs": [RESUME_RUN]}, straight))
+def test_killed_two_rank_run_resumes_to_the_uninterrupted_curve(two_rank_results, real_frames, tmp_path):
+    straight = two_rank_results
     expected = pd.read_csv(straight / "resume.state.curve.csv")
     assert len(expected) == RESUME_RUN["steps"]
 
     killed = tmp_path / "killed"
-    slow = {**RESUME_RUN, "delay": 0.15}  # the same batches, drawn slowly: about 1.2 s per step
-    process = torchrun({"runs": [slow]}, killed)
+    slow = {**RESUME_RUN, "delay": 0.2}  # the same batches, drawn slowly: at least 0.8 s per step
+    process = torchrun([slow], real_frames, killed)
     curve_file = killed / "resume.state.curve.csv"
     deadline = time.monotonic() + 240
     while not (curve_file.is_file() and len(pd.read_csv(curve_file)) >= 2):
@@ -143,7 +148,7 @@ def test_killed_two_rank_run_resumes_to_the_uninterrupted_curve(tmp_path):
     done_before = len(pd.read_csv(curve_file))
     assert 2 <= done_before < RESUME_RUN["steps"], done_before
 
-    output = finish(torchrun({"runs": [RESUME_RUN]}, killed))
+    output = finish(torchrun([RESUME_RUN], real_frames, killed))
     assert f"resumed meta_train from {killed / 'resume.state.pt'} at step {done_before}" in output
     resumed = pd.read_csv(curve_file)
     for column in ("step", "loss", "outer_loss", "query_loss", "support_loss_before"):
@@ -154,4 +159,4 @@ def test_killed_two_rank_run_resumes_to_the_uninterrupted_curve(tmp_path):
 
     # The same checkpoint under one process: refused, naming both world sizes.
     with pytest.raises(WorldSizeMismatchError, match=r"run of 2 process\(es\).*this run has 1"):
-        distributed_worker.train({**RESUME_RUN, "steps": 7}, straight, DistributedContext())
+        distributed_worker.train({**RESUME_RUN, "steps": 7}, straight, real_frames, DistributedContext())
