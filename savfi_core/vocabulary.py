@@ -9,6 +9,8 @@ from __future__ import annotations
 STAGES = ("pretrain", "meta_train", "evaluate", "report")
 ALGORITHMS = ("maml", "maml++", "metasgd", "l2f")
 PROTOCOLS = ("baseline", "retrained", "finetune", "meta")
+# How a training job's process starts: one Python process, or a torchrun group on one node.
+LAUNCHERS = ("python", "torchrun")
 # protocols that adapt to each test sequence before predicting (they sweep test-time inner steps)
 ADAPTING = ("finetune", "meta")
 # protocols evaluated from the starting weights; the others from a meta_train checkpoint

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 import pytest
 import torch
 
@@ -25,6 +26,7 @@ from savfi_core.train.distributed import DistributedContext
 from savfi_core.train.loop import WorldSizeMismatchError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # run_all
 WORKER = Path(distributed_worker.__file__)
 ALGORITHMS = ("maml", "maml++", "l2f", "metasgd")
 COMMON = {"inner_steps": 1, "inner_lr": 1e-3, "outer_lr": 1e-3}
@@ -160,3 +162,83 @@ def test_killed_two_rank_run_resumes_to_the_uninterrupted_curve(two_rank_results
     # The same checkpoint under one process: refused, naming both world sizes.
     with pytest.raises(WorldSizeMismatchError, match=r"run of 2 process\(es\).*this run has 1"):
         distributed_worker.train({**RESUME_RUN, "steps": 7}, straight, real_frames, DistributedContext())
+
+
+# The grid's launcher option -------------------------------------------------------------------
+
+def launcher_grid(folder: Path, launcher) -> Path:
+    """A grid of one backbone and one algorithm whose meta_train section has ``launcher``."""
+    grid = {"name": "launch", "validate": False, "backbones": ["sepconv"], "seeds": [0],
+            "meta_train": {"dataset": {"name": "clips"}, "steps": 1, "batch_size": 2, "algorithms": ["maml"],
+                           "config": {}, "launcher": launcher},
+            "evaluate": {"datasets": [{"name": "clips"}], "protocols": ["meta"], "inner_steps": [1]}}
+    path = folder / "launch.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_dry_run_lists_the_torchrun_launcher_of_meta_training(tmp_path, capsys):
+    import run_all
+
+    path = launcher_grid(tmp_path, {"kind": "torchrun", "nproc_per_node": 2})
+    assert run_all.main(["--grid", str(path), "--results", str(tmp_path / "results"), "--dry-run"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "torchrun x2" in lines["meta_train-sepconv-maml-seed0"]
+    assert "torchrun" not in lines["evaluate-sepconv-seed0"]
+
+
+@pytest.mark.parametrize("launcher, message", [
+    ({"kind": "mpirun", "nproc_per_node": 2}, "meta_train.launcher.kind: expected one of ['python', 'torchrun']"),
+    ({"kind": "torchrun", "nproc_per_node": 0}, "meta_train.launcher.nproc_per_node: expected an integer >= 1"),
+    ({"kind": "torchrun", "nodes": 2}, "unknown key 'nodes'"),
+    ({"kind": "python", "nproc_per_node": 4}, "nproc_per_node 4 needs kind: torchrun"),
+])
+def test_a_bad_launcher_is_refused_with_its_key(launcher, message, tmp_path, capsys):
+    import run_all
+
+    path = launcher_grid(tmp_path, launcher)
+    assert run_all.main(["--grid", str(path), "--results", str(tmp_path / "results"), "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and message in error, error
+
+
+def test_job_command_starts_torchrun_for_a_torchrun_launcher(tmp_path):
+    from savfi_core.study.execute import job_command
+
+    run_file = tmp_path / "run.json"
+    assert job_command({"python": "py"}, run_file) == ["py", "-m", "savfi_core.study.execute", str(run_file)]
+    command = job_command({"python": "py", "launcher": {"kind": "torchrun", "nproc_per_node": 3}}, run_file)
+    assert command == ["py", "-m", "savfi_core.study.execute", "--torchrun", "3", str(run_file)]
+
+
+RANK_NOTEBOOK = """
+import os, torch.distributed as dist
+from pathlib import Path
+from savfi_core.train.distributed import distributed_context
+context = distributed_context()
+total = torch.tensor([context.rank + 1.0]); dist.all_reduce(total)
+Path(output_dir, f"rank{context.rank}.txt").write_text(f"{context.world_size} {context.backend} {total.item()}")
+"""
+
+
+def test_a_torchrun_job_runs_its_notebook_on_every_rank(tmp_path):
+    """execute_job under torchrun: each rank's kernel joins the group (gloo); rank 0 keeps the
+    executed notebook, the others leave none behind."""
+    import nbformat
+
+    from savfi_core.study.execute import execute_job
+
+    notebook = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell("output_dir = None")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [parameters, nbformat.v4.new_code_cell("import torch\n" + RANK_NOTEBOOK)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "ranks.ipynb"
+    nbformat.write(notebook, path)
+    job_dir = tmp_path / "job"
+    outcome = execute_job({"job_id": "ranks", "notebook": str(path), "job_dir": str(job_dir), "working_directory": str(REPO_ROOT),
+                           "parameters": {"output_dir": str(job_dir)}, "threads": 1, "python": sys.executable,
+                           "launcher": {"kind": "torchrun", "nproc_per_node": 2}})
+    assert outcome["status"] == "done", outcome["error"]
+    assert [(job_dir / f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["2 gloo 3.0"] * 2
+    assert sorted(p.name for p in job_dir.glob("*.ipynb")) == ["notebook.ipynb"]
