@@ -68,6 +68,19 @@ def build_learner(run: dict):
     return MetaLearner(model, MetaConfig.from_dict({"total_outer_steps": 10, **run["meta_config"]}))
 
 
+def pretrain_model(run: dict, out: Path, frames: Path, distributed=None):
+    """pretrain of a seeded tiny float64 backbone (a run with "pretrain": true); returns (model, curve)."""
+    from savfi_core.backbones import create_model
+    from savfi_core.train import pretrain
+
+    torch.manual_seed(7)
+    model = create_model(run["backbone"], size="tiny").to(torch.float64)
+    curve = pretrain(model, SavedFrames(frames), steps=run["steps"], batch_size=run["batch_size"], seed=3, optimizer="adam",
+                     lr=1e-3, checkpoint_path=out / f"{run['name']}.state.pt", crop_size=CROP_SIZE, progress=False,
+                     log=lambda message: None, distributed=distributed)
+    return model, curve
+
+
 def train(run: dict, out: Path, frames: Path, distributed=None):
     """meta_train of one run; returns (learner, curve)."""
     from savfi_core.train import meta_train
@@ -98,6 +111,11 @@ def main(spec_path: str) -> int:
     context = distributed_context()
     (out / f"pid.rank{context.rank}").write_text(str(os.getpid()))
     for run in spec["runs"]:
+        if run.get("pretrain"):
+            model, curve = pretrain_model(run, out, Path(spec["frames"]), context)
+            torch.save({"values": {n: p.detach().clone() for n, p in model.named_parameters()},
+                        "curve": curve[["loss", "grad_norm"]].to_dict("list")}, out / f"{run['name']}.rank{context.rank}.pt")
+            continue
         learner, curve = train(run, out, Path(spec["frames"]), context)
         torch.save({**meta_parameters_and_gradients(learner), "outer_loss": curve["outer_loss"].tolist()},
                    out / f"{run['name']}.rank{context.rank}.pt")

@@ -75,6 +75,9 @@ RESUME_RUN = {"name": "resume", "backbone": "sepconv", "batch_size": 4, "steps":
               "meta_config": {**COMMON, "algorithm": "maml++", "first_order": True}}
 
 
+PRETRAIN_RUN = {"name": "pretrain-sepconv", "pretrain": True, "backbone": "sepconv", "batch_size": 4, "steps": 2}
+
+
 @pytest.fixture(scope="module")
 def real_frames(tmp_path_factory) -> Path:
     return distributed_worker.save_real_frames(tmp_path_factory.mktemp("frames") / "frames.pt")
@@ -85,7 +88,7 @@ def two_rank_results(tmp_path_factory, real_frames):
     """One torchrun launch (process start-up dominates): every equivalence run, then the
     uninterrupted run of the resume test."""
     folder = tmp_path_factory.mktemp("two_ranks")
-    finish(torchrun(equivalence_runs() + [RESUME_RUN], real_frames, folder))
+    finish(torchrun(equivalence_runs() + [PRETRAIN_RUN, RESUME_RUN], real_frames, folder))
     return folder
 
 
@@ -120,6 +123,19 @@ def test_two_ranks_of_two_tasks_equal_one_process_of_four(run, two_rank_results,
         initial = distributed_worker.meta_parameters_and_gradients(start)["values"]
         moved = [name for name in reference["grads"] if not torch.equal(initial[name], reference["values"][name])]
         assert len(moved) >= len(reference["grads"]) // 2
+
+
+def test_pretraining_on_two_ranks_equals_one_process(two_rank_results, real_frames, tmp_path):
+    """Supervised pretraining too: the loss and the gradient norm (after the all-reduce, before
+    clipping) of each step, and the weights after two Adam steps."""
+    ranks = [torch.load(two_rank_results / f"pretrain-sepconv.rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    model, curve = distributed_worker.pretrain_model(PRETRAIN_RUN, tmp_path, real_frames, DistributedContext())
+    for column in ("loss", "grad_norm"):
+        assert ranks[0]["curve"][column] == pytest.approx(curve[column].tolist(), rel=1e-10, abs=0), column
+    for name, value in model.named_parameters():
+        assert torch.equal(ranks[0]["values"][name], ranks[1]["values"][name]), name
+        error = (ranks[0]["values"][name] - value.detach()).abs().max().item()
+        assert error <= 1e-6, f"{name}: differs by {error}"
 
 
 def test_second_order_meta_gradients_differ_from_first_order(two_rank_results):
