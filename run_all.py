@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grid {grid.name!r} from {arguments.grid}: {len(jobs)} jobs -> {grid_dir}/")
         for job in jobs:
             after = ", ".join(job.depends_on) if job.depends_on else "-"
-            print(f"  {job.job_id:<{width}}  {statuses[job.job_id]:<8}  {job.notebook.name:<20} after: {after}")
+            launch = f"torchrun x{job.processes}" if job.processes > 1 or (job.launcher or {}).get("kind") == "torchrun" else "python"
+            print(f"  {job.job_id:<{width}}  {statuses[job.job_id]:<8}  {job.notebook.name:<20} {launch:<12} after: {after}")
         return 0
 
     try:

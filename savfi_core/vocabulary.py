@@ -13,6 +13,8 @@ ALGORITHMS = ("maml", "maml++", "metasgd", "l2f")
 # between the inputs are predicted, then interpolated again to I3 and I5).
 SUPPORT_LOSSES = ("triplets", "cycle")
 PROTOCOLS = ("baseline", "retrained", "finetune", "cycle", "meta")
+# How a training job's process starts: one Python process, or a torchrun group on one node.
+LAUNCHERS = ("python", "torchrun")
 # protocols that adapt to each test sequence before predicting (they sweep test-time inner steps)
 ADAPTING = ("finetune", "cycle", "meta")
 # protocols evaluated from the starting weights; the others from a meta_train checkpoint

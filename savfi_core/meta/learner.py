@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -326,7 +326,8 @@ class MetaLearner:
         return {name: gamma[index] * value for index, (name, value) in enumerate(params.items())}
 
     # Meta-training ---------------------------------------------------------------------------
-    def meta_step(self, batch, *, support_loss_after: bool = False) -> dict[str, float]:
+    def meta_step(self, batch, *, support_loss_after: bool = False, tasks: Sequence[int] | None = None,
+                  synchronize: Callable[[dict[str, float]], dict[str, float]] | None = None) -> dict[str, float]:
         """One outer update on a batch of tasks (a single or collated ``Sample``).
 
         :meth:`compute_meta_gradients`, then the outer optimizer and scheduler step. Returns
@@ -335,8 +336,13 @@ class MetaLearner:
         (1.0 or 0.0), step (outer steps done after this one) and, only when
         ``support_loss_after=True``, support_loss_after (support loss after the inner loop: one
         extra no-grad support pass per task, which the SAVFI code does not run).
+        tasks, synchronize: one rank's share of a distributed step (``savfi_core.train.distributed``):
+        the batch items it computes, and what turns its contributions into the whole batch's
+        (sums gradients and metrics over the ranks) before the update.
         """
-        metrics = self.compute_meta_gradients(batch, support_loss_after=support_loss_after)
+        metrics = self.compute_meta_gradients(batch, support_loss_after=support_loss_after, tasks=tasks)
+        if synchronize is not None:
+            metrics = synchronize(metrics)
         self.outer_optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -344,7 +350,7 @@ class MetaLearner:
         metrics["step"] = float(self.step)
         return metrics
 
-    def compute_meta_gradients(self, batch, *, support_loss_after: bool = False) -> dict[str, float]:
+    def compute_meta_gradients(self, batch, *, support_loss_after: bool = False, tasks: Sequence[int] | None = None) -> dict[str, float]:
         """Outer loss and its gradient in ``.grad`` of every meta-parameter; no update.
 
         Puts the model in train mode. Each batch item is one task with its own inner loop
@@ -353,6 +359,9 @@ class MetaLearner:
         learner's flip generator exactly as ``meta_step`` does (a gradient-clipping caller may
         use this method, clip, then ``outer_optimizer.step()``, ``scheduler.step()`` and
         ``step += 1``).
+        tasks: compute only these batch items (one rank's share); losses and metrics are still
+        divided by the whole batch size, so they are this share's contribution to the batch mean
+        and summing the shares' gradients gives the whole batch's.
         """
         config = self.config
         self.model.train()
@@ -373,7 +382,7 @@ class MetaLearner:
         totals = {"outer_loss": 0.0, "query_loss": 0.0, "support_loss_before": 0.0}
         if support_loss_after:
             totals["support_loss_after"] = 0.0
-        for index in range(task.batch_size):
+        for index in range(task.batch_size) if tasks is None else tasks:
             item = task.item(index)
             params = {name: network[name] for name in self.adapted_names}
             if config.attenuates_initialization:

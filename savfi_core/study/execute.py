@@ -6,12 +6,25 @@ ports) and writes into its own folder ``results/<grid>/<job-id>/``: the executed
 job record (``job.json``) and whatever the notebook writes (checkpoints, CSV, PNG).
 
     python -m savfi_core.study.execute JOB_DIR/run.json     # the subprocess side
+
+    python -m savfi_core.study.execute --torchrun N JOB_DIR/run.json   # a torchrun group of N
+
+A job whose spec has ``launcher: {kind: torchrun, nproc_per_node: N}`` (a training section's
+``launcher`` in the grid) starts as the second line: that process watches its runner like any job
+process and runs torchrun's agent in itself (``torch.distributed.run --standalone
+--nproc_per_node=N -m savfi_core.study.execute JOB_DIR/run.json``), whose N ranks on this node
+watch the agent in turn, so the whole group stops with its runner. The ranks are
+each executing the notebook (so each runs the same stage function, which shards every batch over
+the ranks, see ``savfi_core.train.distributed``). Rank 0 writes ``notebook.ipynb`` and the
+results; the other ranks execute into a temporary notebook that is deleted, and a failing rank
+> 0 writes ``error.rank<r>.json``. torchrun stops the whole group when one rank fails.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -19,14 +32,26 @@ from typing import Any
 
 import yaml
 
-from savfi_core.procs import die_with_parent, run_job_process
+from savfi_core.procs import PARENT_PID_VARIABLE, die_with_parent, run_job_process
 from savfi_core.runlock import held_descriptors
+
+
+def job_command(spec: dict[str, Any], run_file: Path) -> list[str]:
+    """The command line of a job's subprocess: this module, directly or under torchrun."""
+    python = spec.get("python", sys.executable)
+    launcher = spec.get("launcher") or {}
+    if launcher.get("kind", "python") == "python":
+        return [python, "-m", "savfi_core.study.execute", str(run_file)]
+    if launcher["kind"] == "torchrun":
+        return [python, "-m", "savfi_core.study.execute", "--torchrun", str(int(launcher.get("nproc_per_node", 1))), str(run_file)]
+    raise ValueError(f"job {spec.get('job_id')}: unknown launcher kind {launcher['kind']!r}")
 
 
 def execute_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one job's notebook in a fresh Python subprocess; return its outcome.
 
-    spec: job_id, notebook, job_dir, parameters, working_directory, threads, kernel_name, python.
+    spec: job_id, notebook, job_dir, parameters, working_directory, threads (per process), kernel_name,
+    python, launcher (optional, see ``job_command``).
     Returns {'status': 'done'|'failed', 'error': str|None, 'seconds': float}. Runs wherever it is
     called: in a thread here, or on a Dask worker that sees the same file system.
     """
@@ -34,7 +59,8 @@ def execute_job(spec: dict[str, Any]) -> dict[str, Any]:
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "run.json").write_text(json.dumps(spec, indent=2, default=str))
     (job_dir / "parameters.yaml").write_text(yaml.safe_dump(spec["parameters"], sort_keys=True))
-    (job_dir / "error.json").unlink(missing_ok=True)
+    for stale in [job_dir / "error.json", *job_dir.glob("error.rank*.json")]:
+        stale.unlink(missing_ok=True)
     environment = dict(os.environ)
     threads = str(spec.get("threads", 1))
     # One job = one process; keep BLAS/OpenMP from spawning a thread per core in each of them.
@@ -43,15 +69,16 @@ def execute_job(spec: dict[str, Any]) -> dict[str, Any]:
     with open(job_dir / "log.txt", "w") as log:
         # Own process group, dies with this runner, keeps the run lock held while it lives.
         returncode = run_job_process(
-            [spec.get("python", sys.executable), "-m", "savfi_core.study.execute", str(job_dir / "run.json")],
+            job_command(spec, job_dir / "run.json"),
             stdout=log, env=environment, cwd=spec["working_directory"], keep_descriptors=held_descriptors(),
         )
     seconds = time.perf_counter() - start
     if returncode == 0:
         return {"status": "done", "error": None, "seconds": seconds}
-    error_file = job_dir / "error.json"
-    if error_file.is_file():
-        error = json.loads(error_file.read_text())["error"]
+    error_files = [job_dir / "error.json", *sorted(job_dir.glob("error.rank*.json"))]
+    written = [path for path in error_files if path.is_file()]
+    if written:
+        error = "; ".join(json.loads(path.read_text())["error"] for path in written)
     else:  # the subprocess died before it could write its error (killed, import failure)
         tail = (job_dir / "log.txt").read_text().strip().splitlines()[-15:]
         error = f"exit code {returncode}; log tail:\n" + "\n".join(tail)
@@ -66,9 +93,15 @@ def execute_notebook_here(run_file: Path) -> int:
     print(f"job process {os.getpid()}: stops with its runner ({watching})", file=sys.stderr, flush=True)
     spec = json.loads(Path(run_file).read_text())
     job_dir = Path(spec["job_dir"])
+    # Under torchrun every rank runs the notebook; the kernel inherits RANK, WORLD_SIZE, ... from
+    # this process. Only rank 0's executed notebook is kept.
+    rank = int(os.environ.get("RANK", "0"))
+    scratch = None if rank == 0 else tempfile.TemporaryDirectory(prefix=f"savfi-rank{rank}-")
+    output = job_dir / "notebook.ipynb" if scratch is None else Path(scratch.name) / "notebook.ipynb"
+    error_file = job_dir / ("error.json" if rank == 0 else f"error.rank{rank}.json")
     try:
         papermill.execute_notebook(
-            spec["notebook"], str(job_dir / "notebook.ipynb"), parameters=spec["parameters"],
+            spec["notebook"], str(output), parameters=spec["parameters"],
             kernel_name=spec.get("kernel_name"), progress_bar=False, log_output=True,
             cwd=spec["working_directory"],
         )
@@ -77,15 +110,42 @@ def execute_notebook_here(run_file: Path) -> int:
             message = f"{error.ename}: {error.evalue} (cell {error.exec_count})"
         else:
             message = f"{type(error).__name__}: {error}"
-        (job_dir / "error.json").write_text(json.dumps({"error": message, "traceback": traceback.format_exc()}, indent=2))
+        if rank:
+            message = f"rank {rank}: {message}"
+        error_file.write_text(json.dumps({"error": message, "traceback": traceback.format_exc()}, indent=2))
         print(f"job failed: {message}", file=sys.stderr)
+        return 1
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    return 0
+
+
+def launch_torchrun_here(run_file: Path, processes: int) -> int:
+    """Body of a torchrun job's subprocess: torchrun's agent, started in this process."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    watching = die_with_parent()
+    print(f"torchrun job process {os.getpid()}: stops with its runner ({watching}); {processes} ranks",
+          file=sys.stderr, flush=True)
+    os.environ[PARENT_PID_VARIABLE] = str(os.getpid())  # each rank watches this agent
+    # --standalone: a private rendezvous on a free local port, so that several torchrun jobs can
+    # share a node; one job = one node (a Dask worker runs it where the worker runs).
+    try:
+        torchrun(["--standalone", "--nnodes=1", f"--nproc_per_node={processes}",
+                  "-m", "savfi_core.study.execute", str(run_file)])
+    except ChildFailedError as error:  # the ranks' errors are in error*.json and the log
+        print(f"torchrun job failed: {error}", file=sys.stderr)
         return 1
     return 0
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--torchrun":
+        return launch_torchrun_here(Path(argv[2]), int(argv[1]))
     if len(argv) != 1:
-        raise SystemExit("usage: python -m savfi_core.study.execute JOB_DIR/run.json")
+        raise SystemExit("usage: python -m savfi_core.study.execute [--torchrun N] JOB_DIR/run.json")
     return execute_notebook_here(Path(argv[0]))
 
 

@@ -36,6 +36,8 @@ class Job:
         relative file means the upstream job's folder itself.
     depends_on: ids of jobs that must finish first (every job named in ``inputs`` is one).
     publish: copy the job's outputs into the grid folder as well (the report).
+    launcher: the section's ``launcher`` (``savfi_core.study.schema.LauncherConfig`` fields) or
+        None for one process; how ``savfi_core.study.execute`` starts the job, not hashed.
     """
 
     job_id: str
@@ -45,6 +47,14 @@ class Job:
     inputs: dict[str, Any] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()
     publish: bool = False
+    launcher: dict[str, Any] | None = None
+
+    @property
+    def processes(self) -> int:
+        """How many processes the job runs as (torchrun's ``nproc_per_node``, else 1)."""
+        if self.launcher and self.launcher.get("kind") == "torchrun":
+            return int(self.launcher.get("nproc_per_node", 1))
+        return 1
 
 
 def load_grid(path) -> CheckedGrid:
@@ -125,7 +135,7 @@ def _backbone_jobs(grid: CheckedGrid, backbone: str, validate: bool) -> tuple[li
         job_id = f"pretrain-{backbone}"
         parameters = {**common, **section_parameters("pretrain", view["pretrain"])}
         parameters["seed"] = seeds[0] if parameters["seed"] is None else parameters["seed"]
-        jobs.append(Job(job_id, "pretrain", notebook_path(grid, "pretrain"), parameters))
+        jobs.append(Job(job_id, "pretrain", notebook_path(grid, "pretrain"), parameters, launcher=view["pretrain"].get("launcher")))
         start, inputs, after = {}, {"weights": (job_id, "checkpoint.pt")}, (job_id,)  # downstream starts from it
 
     meta_train, evaluate = view["meta_train"], view["evaluate"]
@@ -159,7 +169,8 @@ def _backbone_jobs(grid: CheckedGrid, backbone: str, validate: bool) -> tuple[li
             job_id = f"meta_train-{backbone}-{method}-seed{seed}"
             parameters = {**common, **start, **section_parameters("meta_train", meta_train),
                           "method": method, "meta_config": methods[method], "seed": seed}
-            jobs.append(Job(job_id, "meta_train", notebook_path(grid, "meta_train"), parameters, dict(inputs), after))
+            jobs.append(Job(job_id, "meta_train", notebook_path(grid, "meta_train"), parameters, dict(inputs), after,
+                            launcher=meta_train.get("launcher")))
             checkpoints[method] = (job_id, "meta_checkpoint.pt")
         if checkpoints:
             job_id = f"evaluate-{backbone}-seed{seed}"

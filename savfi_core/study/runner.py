@@ -149,7 +149,7 @@ def run_jobs(
         spec = {"job_id": job_id, "notebook": str(job.notebook), "job_dir": str(job_dir),
                 "parameters": {**resolve_inputs(job, grid_dir), "output_dir": str(job_dir)},
                 "working_directory": working_directory, "threads": threads, "kernel_name": kernel_name,
-                "python": sys.executable}
+                "python": sys.executable, "launcher": job.launcher}
         running[executor.submit(execute_job, spec)] = job_id
 
     def finish(future: concurrent.futures.Future) -> None:

@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import MISSING, dataclass
 from typing import Any, Literal, Optional
 
-from savfi_core.vocabulary import ALGORITHMS, META_TRAIN_METHODS, METHOD_ORDER, PROTOCOLS, SIZES, STAGES, SUPPORT_LOSSES
+from savfi_core.vocabulary import ALGORITHMS, LAUNCHERS, META_TRAIN_METHODS, METHOD_ORDER, PROTOCOLS, SIZES, STAGES, SUPPORT_LOSSES
 
 Size = Literal[SIZES]
 Protocol = Literal[PROTOCOLS]
@@ -135,9 +135,24 @@ def stage_fields(stage: str, origin: str | None = None) -> list[dataclasses.Fiel
 # Grid sections: the section fields of a stage config + the keys that steer the expansion
 # --------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True, kw_only=True)
+class LauncherConfig:
+    """How a training job's process starts (``savfi_core.study.execute``): ``python``, one
+    process; ``torchrun``, ``python -m torch.distributed.run --standalone --nproc_per_node=N``
+    on the node that runs the job, each rank a share of every batch
+    (``savfi_core.train.distributed``). Not part of the job's hash: the processes compute the
+    same batches; a job interrupted under another ``nproc_per_node`` refuses to resume."""
+
+    kind: Literal[LAUNCHERS] = param("python", doc="python (one process) or torchrun")
+    nproc_per_node: int = param(1, minimum=1, doc="torchrun processes (one per GPU with CUDA, else CPU processes)")
+
+
+_LAUNCHER_DOC = "how the job starts: {kind: torchrun, nproc_per_node: N} for a torchrun group (default one process)"
+
 SECTION_ONLY_FIELDS: dict[str, list[tuple[str, Any, Any]]] = {
-    "pretrain": [],
+    "pretrain": [("launcher", Optional[LauncherConfig], param(None, doc=_LAUNCHER_DOC))],
     "meta_train": [
+        ("launcher", Optional[LauncherConfig], param(None, doc=_LAUNCHER_DOC)),
         ("algorithms", list[Algorithm], param(example=list(ALGORITHMS), doc="one meta_train job per algorithm and seed")),
         ("support_losses", list[SupportLoss], param(["triplets"], nonempty=True,
                                                     doc="inner losses of meta-training: each algorithm is trained with each "

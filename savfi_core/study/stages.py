@@ -82,7 +82,10 @@ def _finish_training(curve: pd.DataFrame, output: Path, state: dict, checkpoint_
     (atomically) and curve.png."""
     from savfi_core.checkpoint import atomic_save
     from savfi_core.report import plot_curve
+    from savfi_core.train.distributed import is_main_process
 
+    if not is_main_process():  # a rank > 0 of a torchrun job: rank 0 writes the results
+        return curve
     atomic_save(state, output / checkpoint_name)
     plot_curve(curve, output / "curve.png", title)
     return curve

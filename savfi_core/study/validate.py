@@ -107,12 +107,21 @@ def check_grid(path: str | Path) -> CheckedGrid:
                 view[stage] = base
             if view[stage] is not None:
                 with_defaults(view[stage], cls)
+                _check_launcher(view[stage].get("launcher"), grid.where.get((backbone, f"{stage}.launcher"))
+                                or top_where.at(stage, "launcher"))
             for key in (view[stage] or {}):
                 grid.where.setdefault((backbone, f"{stage}.{key}"), top_where.at(stage, key))
         if science:
             _check_view(backbone, view, lambda key, b=backbone: grid.where[(b, key)])
         grid.views[backbone] = view
     return grid
+
+
+def _check_launcher(launcher: dict | None, where: Location) -> None:
+    """Several processes need torchrun: ``kind: python`` is one process."""
+    if launcher and launcher.get("kind", "python") == "python" and launcher.get("nproc_per_node", 1) != 1:
+        raise GridError(f"{where}: nproc_per_node {launcher['nproc_per_node']} needs kind: torchrun "
+                        f"(kind: python runs one process)")
 
 
 def _check_backbones(backbones: list[str], where: Location) -> None:

@@ -258,7 +258,9 @@ def validate_model(model: torch.nn.Module, dataset, limit: int | None = None) ->
     model_scores, average_scores = [], []
     try:
         with torch.random.fork_rng(devices=[]):
+            device = next(model.parameters()).device  # a rank's GPU under torchrun with nccl
             for _, frame0, frame1, target in validation_triplets(dataset, limit):
+                frame0, frame1, target = frame0.to(device), frame1.to(device), target.to(device)
                 prediction = model(frame0, frame1).pred.clamp(0, 1)
                 model_scores.append(float(psnr(prediction[0], target[0])))
                 average_scores.append(float(psnr(((frame0 + frame1) / 2)[0], target[0])))

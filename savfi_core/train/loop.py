@@ -12,6 +12,11 @@ The loop owns everything that is not the step itself:
 - the divergence guard: a step whose loss is rejected is not applied and counted in the curve;
   after ``guard.rollback_after`` rejections in a row the trainable state goes back to the last
   checkpoint (the step counter and the RNGs go on, so the next batches differ).
+
+Under torchrun (``distributed``, :mod:`savfi_core.train.distributed`) every rank runs this loop
+in lockstep with the same seeds; only rank 0 validates, logs, and writes checkpoints and curves,
+and its stop decision is broadcast. Every rank resumes from the same checkpoint file, which
+records the world size; a different world size is refused (:class:`WorldSizeMismatchError`).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from tqdm.auto import tqdm
 
 from savfi_core.checkpoint import atomic_save, safe_load
 from savfi_core.train.common import DivergenceGuard, capture_rng_states, restore_rng_states, seed_everything, write_curve
+from savfi_core.train.distributed import DistributedContext
 
 # Settings that must not change between a run and its resumption, or the resumed run would not
 # continue the same experiment. (``steps`` may grow: resuming to a later step is the point.)
@@ -35,6 +41,10 @@ RESUME_CRITICAL = ("kind", "seed", "batch_size", "optimizer", "lr", "crop_size",
 
 class ResumeMismatchError(ValueError):
     """The checkpoint at ``checkpoint_path`` was written with different settings."""
+
+
+class WorldSizeMismatchError(ResumeMismatchError):
+    """The checkpoint was written by a run with another number of processes."""
 
 
 StepFunction = Callable[[torch.Generator], tuple[dict[str, float], str | None]]
@@ -57,6 +67,7 @@ def run_training(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     stop_when: Callable[[dict[str, float]], bool] | None = None,
+    distributed: DistributedContext | None = None,
 ) -> pd.DataFrame:
     """Run ``train_step`` until ``steps`` steps are done; return the curve (also written as CSV).
 
@@ -64,19 +75,41 @@ def run_training(
     before the update); ``rejection`` is None if the update was applied, or the reason it was
     not (the step function asked ``guard.check`` before applying, or undid the update).
     stop_when(validation scores) -> bool: stop early (after checkpointing) when it returns True.
+    distributed: this process's place in a torchrun group (None: a single process); the step
+    function does the sharding and the all-reduce, the loop decides who writes.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     checkpoint_path = Path(checkpoint_path)
-    log = log or tqdm.write
-    config = {**config, "kind": kind, "seed": seed}
+    distributed = distributed or DistributedContext()
+    writes = distributed.is_main
+    log = (log or tqdm.write) if writes else (lambda message: None)
+    progress = progress and writes
+    config = {**config, "kind": kind, "seed": seed, "world_size": distributed.world_size}
     sampler = seed_everything(seed)
     curve: list[dict[str, Any]] = []
     step = 0
     elapsed = 0.0
 
-    if checkpoint_path.is_file():
+    # Every rank must see what rank 0 sees: a rank that started fresh would leave the lockstep.
+    resuming = distributed.broadcast_object(checkpoint_path.is_file())
+    if resuming and not checkpoint_path.is_file():
+        raise FileNotFoundError(
+            f"rank {distributed.rank}: rank 0 resumes from {checkpoint_path}, which this rank cannot see; "
+            f"the ranks of a torchrun group need a shared file system"
+        )
+    if resuming:
         saved = safe_load(checkpoint_path)
+        # Checkpoints from before distributed training were single-process runs.
+        saved_world_size = int(saved.get("config", {}).get("world_size", 1))
+        if saved_world_size != distributed.world_size:
+            raise WorldSizeMismatchError(
+                f"{checkpoint_path} was written by a run of {saved_world_size} process(es) "
+                f"(torchrun --nproc_per_node={saved_world_size}), this run has {distributed.world_size}: "
+                f"resume it with {saved_world_size} process(es). Another split of each batch over the "
+                f"processes changes the order of the gradient sums, so the continuation would not be the "
+                f"same run; to continue anyway, start a new checkpoint_path from its weights"
+            )
         if saved.get("kind") != kind:
             raise ResumeMismatchError(f"{checkpoint_path} is a {saved.get('kind')!r} checkpoint, not {kind!r}")
         differing = {
@@ -99,6 +132,7 @@ def run_training(
         log(f"resumed {kind} from {checkpoint_path} at step {step}")
 
     def checkpoint() -> dict[str, Any]:
+        """The checkpoint's content on every rank (for the rollback state); only rank 0 writes it."""
         content = {
             "kind": kind,
             "step": step,
@@ -109,15 +143,16 @@ def run_training(
             "config": config,
             "elapsed_seconds": elapsed,
         }
-        atomic_save(content, checkpoint_path)
-        write_curve(curve, checkpoint_path)
+        if writes:
+            atomic_save(content, checkpoint_path)
+            write_curve(curve, checkpoint_path)
         return content
 
     # The state to roll back to when the guard gives up: the last checkpoint (or the start).
     rollback_state = copy.deepcopy(get_state())
 
     def run_validation() -> dict[str, float]:
-        if validate is None:
+        if validate is None or not writes:
             return {}
         scores = validate()
         log(
@@ -161,7 +196,8 @@ def run_training(
             if validate is not None and ((val_every and step % val_every == 0) or step == steps):
                 scores = run_validation()
                 entry.update(scores)
-                stop = stop_when is not None and bool(stop_when(scores))
+                stop = writes and stop_when is not None and bool(stop_when(scores))
+                stop = distributed.broadcast_object(stop)
             if (checkpoint_every and step % checkpoint_every == 0) or step == steps or stop:
                 saved = checkpoint()
                 rollback_state = copy.deepcopy(saved["state"])
@@ -175,6 +211,6 @@ def run_training(
         raise
     finally:
         bar.close()
-    if not checkpoint_path.is_file():  # steps == 0 and nothing to resume: still leave a checkpoint
+    if writes and not checkpoint_path.is_file():  # steps == 0 and nothing to resume: still leave a checkpoint
         checkpoint()
-    return write_curve(curve, checkpoint_path)
+    return write_curve(curve, checkpoint_path) if writes else pd.DataFrame(list(curve))

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from savfi_core.train.common import DivergenceGuard, crop_sample, psnr_function, triplet_positions
+from savfi_core.train.distributed import DistributedContext, distributed_context
 from savfi_core.train.loop import run_training
 
 
@@ -34,6 +35,7 @@ def meta_train(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     stop_when: Callable[[dict[str, float]], bool] | None = None,
+    distributed: DistributedContext | None = None,
 ) -> pd.DataFrame:
     """Run ``steps`` outer updates ``learner.meta_step(batch)``; return the curve (also CSV).
 
@@ -50,9 +52,23 @@ def meta_train(
     Validation (every ``val_every`` steps and at the end, first ``val_limit`` samples of
     ``val_dataset``): mean PSNR after test-time adaptation (``val_psnr``), without adaptation
     (``val_psnr_before``) and of frame averaging (``val_average_psnr``).
+    Under torchrun (``distributed``; None: from the environment, see
+    :mod:`savfi_core.train.distributed`) every rank draws the whole batch and computes its share
+    of the tasks; the meta-gradients are summed over the ranks before the outer update, so a step
+    of N ranks is the single-process step of the same batch. With the nccl backend the learner
+    moves to ``cuda:LOCAL_RANK``. Only rank 0 validates and writes.
     """
     from savfi_core.data import collate_samples
 
+    distributed = distributed_context() if distributed is None else distributed
+    if distributed.enabled:
+        if distributed.device is not None:
+            learner.model.to(distributed.device)
+            learner.learned.to(distributed.device)
+        # The same starting point on every rank, whatever each rank's construction did.
+        distributed.broadcast_tensors([*learner.model.state_dict().values(), *learner.learned.state_dict().values()])
+        shard = distributed.shard(batch_size)
+        synchronize = lambda metrics: distributed.synchronize_meta_step(learner, metrics)  # noqa: E731
     guard = DivergenceGuard(jump_factor=jump_factor, window=guard_window, rollback_after=rollback_after)
 
     def draw_batch(sampler: torch.Generator):
@@ -62,12 +78,15 @@ def meta_train(
             if crop_size is not None:
                 sample = crop_sample(sample, crop_size, sampler, crop_candidates)
             samples.append(sample)
-        return collate_samples(samples)
+        return to_device(collate_samples(samples), distributed.device)
 
     def train_step(sampler: torch.Generator) -> tuple[dict[str, float], str | None]:
         batch = draw_batch(sampler)
         before = copy.deepcopy(learner.state_dict())
-        metrics = learner.meta_step(batch)
+        if distributed.enabled:
+            metrics = learner.meta_step(batch, tasks=shard, synchronize=synchronize)
+        else:
+            metrics = learner.meta_step(batch)
         if loss_key not in metrics:
             raise KeyError(f"learner.meta_step returned {sorted(metrics)}, without {loss_key!r}")
         row = {"loss": float(metrics[loss_key]), **{key: float(value) for key, value in metrics.items()}}
@@ -82,7 +101,7 @@ def meta_train(
         count = len(val_dataset) if val_limit is None else min(val_limit, len(val_dataset))
         with torch.random.fork_rng(devices=[]):
             for index in range(count):
-                sample = val_dataset[index]
+                sample = to_device(val_dataset[index], distributed.device)
                 first, second, middle = triplet_positions(sample)[0]
                 frames = torch.as_tensor(sample.frames)
                 target = frames[middle]
@@ -129,7 +148,17 @@ def meta_train(
         progress=progress,
         log=log,
         stop_when=stop_when,
+        distributed=distributed,
     )
+
+
+def to_device(sample, device: torch.device | None):
+    """The sample with its frames on ``device`` (None: unchanged)."""
+    if device is None:
+        return sample
+    moved = copy.copy(sample)
+    moved.frames = torch.as_tensor(sample.frames).to(device)
+    return moved
 
 
 def _plain(value):

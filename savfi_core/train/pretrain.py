@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from savfi_core.train.common import DivergenceGuard, sample_triplet_batch, validate_model
+from savfi_core.train.distributed import DistributedContext, distributed_context, has_training_batchnorm
 from savfi_core.train.flow_teacher import bilateral_displacement, flow_teacher_loss
 from savfi_core.train.loop import run_training
 
@@ -59,6 +60,7 @@ def pretrain(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     stop_when: Callable[[dict[str, float]], bool] | None = None,
+    distributed: DistributedContext | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` on triplets of ``train_dataset``; return the curve (also ``<ckpt>.curve.csv``).
 
@@ -88,6 +90,12 @@ def pretrain(
     skipped, skip_reason, skipped_total, rolled_back, elapsed_seconds, val_psnr, val_average_psnr.
     stop_when(validation scores) -> bool: early stop (checkpointed; a later call with more steps
     resumes from there).
+    Under torchrun (``distributed``; None: from the environment, see
+    :mod:`savfi_core.train.distributed`) every rank draws the whole batch and runs its share of
+    the items; each rank's loss is weighted by its share of the batch and the gradients are
+    summed over the ranks before clipping, so the step is the single-process step for a loss that
+    is a mean over batch items (BatchNorm in train mode sees each rank's items only). With the
+    nccl backend the model moves to ``cuda:LOCAL_RANK``. Only rank 0 validates and writes.
     """
     if optimizer is None or lr is None:
         default_name, default_lr = default_optimizer(model)
@@ -96,6 +104,16 @@ def pretrain(
     optimizer = optimizer.lower()
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+    distributed = distributed_context() if distributed is None else distributed
+    if distributed.enabled:
+        if distributed.device is not None:
+            model.to(distributed.device)
+        distributed.broadcast_tensors(model.state_dict().values())
+        shard = distributed.shard(batch_size)
+        if not shard:
+            raise ValueError(f"batch_size {batch_size} is smaller than the {distributed.world_size} processes")
+        # This rank's items as a slice; its loss (a mean over them) weighs len/batch in the sum.
+        items, share = slice(shard[0], shard[-1] + 1), len(shard) / batch_size
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     torch_optimizer = OPTIMIZERS[optimizer](parameters, lr=lr)
     if lr_schedule not in ("constant", "cosine"):
@@ -113,6 +131,10 @@ def pretrain(
         frame0, frame1, target = sample_triplet_batch(
             train_dataset, batch_size, sampler, crop_size, crop_candidates, all_triplets, augment, uniform_crop_fraction
         )
+        if distributed.enabled:
+            frame0, frame1, target = (part[items] for part in (frame0, frame1, target))
+            if distributed.device is not None:
+                frame0, frame1, target = (part.to(distributed.device) for part in (frame0, frame1, target))
         model.train()
         output = model(frame0, frame1)
         terms = dict(model.loss(output, target))
@@ -120,19 +142,26 @@ def pretrain(
             displacement = bilateral_displacement(frame0, frame1, flow_teacher_radius, flow_teacher_window)
             terms["flow_teacher"] = flow_teacher_weight * flow_teacher_loss(output.aux, displacement)
             terms["total"] = terms["total"] + terms["flow_teacher"]
+        if distributed.enabled:
+            terms = {name: share * value for name, value in terms.items()}
         loss = terms["total"]
         row: dict[str, Any] = {"loss": float(loss.detach())}
         row.update({f"loss_{name}": float(value.detach()) for name, value in terms.items() if name != "total"})
+        # The whole batch's losses on every rank, so that every rank's guard decides alike.
+        row = distributed.sum_floats(row, [key for key in row if key.startswith("loss")])
         row["lr"] = torch_optimizer.param_groups[0]["lr"]
         row["grad_norm"] = float("nan")
         torch_optimizer.zero_grad(set_to_none=True)
         rejection = guard.check(row["loss"])
         if rejection is None:
             loss.backward()
+            distributed.sum_gradients(parameters)
             norm_limit = max_grad_norm if max_grad_norm is not None else float("inf")
             row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, norm_limit))
             if not torch.isfinite(torch.tensor(row["grad_norm"])):
                 rejection = "gradient not finite"
+        if distributed.enabled and has_training_batchnorm(model):
+            distributed.average_buffers([model])
         if rejection is None:
             torch_optimizer.step()
         torch_optimizer.zero_grad(set_to_none=True)
@@ -193,4 +222,5 @@ def pretrain(
         progress=progress,
         log=log,
         stop_when=stop_when,
+        distributed=distributed,
     )
