@@ -245,28 +245,30 @@ def run_gpu_tests(tiny: bool) -> str:
     return f"exit {completed.returncode}: {summary.strip('= ')}"
 
 
-def ratio(savfi: float | None, original: float | None) -> str:
-    return "" if savfi is None or original is None else f"{savfi / original:.2f}"
+def ratio(savfi: float | None, original: float | None, tiny: bool) -> str:
+    if savfi is None or original is None:
+        return ""
+    return "n/a (--tiny)" if tiny else f"{savfi / original:.2f}"
 
 
 def number(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def table(kernel: list[dict], rows: list[dict], memory_label: str) -> list[str]:
+def table(kernel: list[dict], rows: list[dict], memory_label: str, tiny: bool) -> list[str]:
     lines = [f"| measurement | settings | original, H100 (ms) | savfi (ms) | savfi / original | target (ms) | "
              f"original memory (GB) | savfi {memory_label} (GB) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in kernel:
         original = KERNEL_ORIGINAL_MS[row["name"]]
         lines.append(f"| SepConv kernel {row['name']} ({row['backend']}) | {row['shape']} | {original} | {number(row['ms'], 2)} | "
-                     f"{ratio(row['ms'], original)} | {KERNEL_TARGET_MS[row['name']]} | — | {number(row['gb'], 2)} |")
+                     f"{ratio(row['ms'], original, tiny)} | {KERNEL_TARGET_MS[row['name']]} | — | {number(row['gb'], 2)} |")
     for row in rows:
         case = row["case"]
         what = "meta-training iteration" if case.kind == "meta" else "adaptation + interpolation"
         label = f"{case.backbone} {what}" + (f" ({case.note})" if case.note else "")
         savfi = f"failed: {row['error']}" if row["error"] else number(row["ms"])
-        lines.append(f"| {label} | {case.settings} | {number(case.original_ms, 0)} | {savfi} | {ratio(row['ms'], case.original_ms)} | "
+        lines.append(f"| {label} | {case.settings} | {number(case.original_ms, 0)} | {savfi} | {ratio(row['ms'], case.original_ms, tiny)} | "
                      f"{number(case.target_ms, 0)} | {number(case.original_gb)} | {number(row['gb'], 2)} |")
     return lines
 
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {case.backbone:<11} {case.kind:<5} {row['error'] or number(row['ms']) + ' ms'}", file=sys.stderr, flush=True)
     memory_label = "peak CUDA memory" if device.type == "cuda" else "process peak RSS"
     report += ["", f"## Meta-training and adaptation (median of {arguments.repeats} after {arguments.warmup} warm-up, "
-               f"task batching: {arguments.task_batching})", "", *table(kernel, rows, memory_label), "",
+               f"task batching: {arguments.task_batching})", "", *table(kernel, rows, memory_label, arguments.tiny), "",
                f"Total time of this command: {time.perf_counter() - started:.0f} s."]
     text = "\n".join(report) + "\n"
     section = next(index for index, line in enumerate(report) if line.startswith("## Meta-training"))
