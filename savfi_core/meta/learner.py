@@ -35,6 +35,15 @@ statistics only change where a BatchNorm runs in train mode. For the registry:
   its own statistics; most of them are not affine (no weights), the stem's affine BatchNorm gets
   per-step weights. SAVFI adapts only ``rectifyNet``, so none of these is adapted.
 * SepConv, CAIN, RRIN, Super-SloMo: no BatchNorm, nothing changes.
+
+Task batching (``MetaLearner(..., task_batching=...)``): "loop" (default) runs the inner loop task
+after task; "vmap" runs it for all tasks of a batch at once, ``torch.func.vmap`` over per-task
+copies of the adapted parameters stacked along a new leading dimension (the same computation:
+equal to the loop to 1e-5 in float32, tests/test_meta_task_batching.py); "auto" uses vmap unless
+:meth:`MetaLearner.task_batching_obstacle` names a reason (BatchNorm updating running statistics,
+as DAIN's; per-step BatchNorm; dropout in train mode), and the loop then. On CPU: sepconv, cain,
+rrin, superslomo, dvf, rife_hdv3 and rife_v4 run under vmap, dain loops
+(benchmarks/meta-batching-cpu.md).
 """
 from __future__ import annotations
 
