@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_runs_on_cpu_tiny_and_prints_the_table_with_the_anchor_column():
     completed = subprocess.run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--tiny"], cwd=REPOSITORY,
                                capture_output=True, text=True, timeout=120)

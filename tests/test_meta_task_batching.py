@@ -57,6 +57,7 @@ def test_vmapped_tasks_equal_the_per_task_loop(name, algorithm, first_order):
         torch.testing.assert_close(batched_grad, looped_grad, rtol=1e-5, atol=1e-5 * scale)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("name", ["sepconv", "dvf"])
 def test_vmapped_tasks_equal_the_loop_in_float64_over_two_inner_steps(name, algorithm):
