@@ -27,7 +27,9 @@ from pathlib import Path
 
 from savfi_core.study.expand import expand_grid, load_grid, select_jobs
 from savfi_core.study.loader import GridError
+from savfi_core.study.cache import read_record
 from savfi_core.study.runner import plan, run_jobs
+from savfi_core.study.timing import slowest_jobs_text, write_timing_table
 from savfi_core.runlock import RunLockError, acquire_run_lock, describe_holder
 
 DEFAULT_GRID = Path(__file__).resolve().parent / "params" / "quick.yaml"
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     try:
         grid = load_grid(arguments.grid)
-        jobs = select_jobs(expand_grid(grid), arguments.only)
+        all_jobs = expand_grid(grid)
+        jobs = select_jobs(all_jobs, arguments.only)
     except GridError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -83,14 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main_thread else None
     try:
-        return _run(arguments, grid, jobs, grid_dir)
+        return _run(arguments, grid, jobs, grid_dir, all_jobs)
     finally:
         lock.release()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_handler)
 
 
-def _run(arguments: argparse.Namespace, grid, jobs: list, grid_dir: Path) -> int:
+def _run(arguments: argparse.Namespace, grid, jobs: list, grid_dir: Path, all_jobs: list) -> int:
     from tqdm.auto import tqdm
 
     cores = os.cpu_count() or 1
@@ -146,6 +149,12 @@ def _run(arguments: argparse.Namespace, grid, jobs: list, grid_dir: Path) -> int
         print(f"  FAILED  {job_id}: {summary.errors[job_id]}\n          notebook and log: {grid_dir / job_id}/")
     for job_id in summary.skipped:
         print(f"  SKIPPED {job_id}: {summary.errors[job_id]}")
+    # Every job of the grid that has a record (cached ones keep the timing of the run that made them).
+    timing_path = write_timing_table([read_record(grid_dir / job.job_id) for job in all_jobs], grid_dir, grid.name)
+    ran = [read_record(grid_dir / job_id) for job_id, status in summary.statuses.items() if status in ("done", "failed")]
+    if any(record and record.get("wall_seconds") is not None for record in ran):
+        print(slowest_jobs_text(ran, 5))
+    print(f"timing of every job: {timing_path}")
     return 0 if summary.ok else 1
 
 

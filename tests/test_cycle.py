@@ -179,3 +179,15 @@ def test_the_grid_expands_inner_losses_and_second_order_into_methods_of_their_ow
     path.write_text(yaml.safe_dump(grid))
     with pytest.raises(GridError, match="support_losses"):
         expand_grid(load_grid(path))
+
+
+def test_the_cycle_loss_keeps_the_per_task_loop():
+    """The vmapped task batching computes the triplet loss only: a cycle learner must not use it."""
+    assert MetaLearner(toy_model(), support_loss="cycle", task_batching="auto").task_batching_obstacle() is not None
+    with pytest.raises(ValueError, match="cycle"):
+        MetaLearner(toy_model(), support_loss="cycle", task_batching="vmap", temporal_flip=False).meta_step(
+            collate_samples([random_septuplet(seed) for seed in (1, 2)]))
+    batch = collate_samples([random_septuplet(seed, dtype=torch.float64) for seed in (1, 2)])
+    results = [MetaLearner(toy_model(dtype=torch.float64), support_loss="cycle", task_batching=mode, temporal_flip=False).meta_step(batch)
+               for mode in ("auto", "loop")]
+    assert results[0] == results[1]

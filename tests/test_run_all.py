@@ -282,3 +282,16 @@ def test_ctrl_c_stops_the_grid_and_a_rerun_continues_without_redoing_jobs(tmp_pa
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"{6 - len(finished)} ran, {len(finished)} unchanged" in rerun.stdout
     assert all(record["status"] == "done" for record in records(results).values())
+
+
+@pytest.mark.slow
+def test_every_job_record_has_its_timing_and_the_grid_its_timing_table(local_run):
+    code, grid, results = local_run
+    assert code == 0
+    for job_id, record in records(results).items():
+        assert record["wall_seconds"] > 0, job_id
+        assert record["started"] <= record["ended"], job_id
+        assert record["peak_rss_mb"] > 10, job_id  # the kernel's resident set, as its parent reaped it
+        assert record["stage_seconds"] is None  # the fake notebooks do not go through savfi_core.study.stages
+    table = (results / "tiny" / "timing.md").read_text()
+    assert all(f"| {job_id} |" in table for job_id in records(results))

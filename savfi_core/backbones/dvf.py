@@ -58,6 +58,8 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
     unchanged; ``.train()`` does not switch it to batch statistics, matching the original DVF.
     """
 
+    updates_running_statistics = False  # read by MetaLearner.task_batching_obstacle (vmap over tasks)
+
     def forward(self, input: Tensor) -> Tensor:
         return F.batch_norm(
             input, self.running_mean, self.running_var, self.weight, self.bias, training=False, momentum=0.0, eps=self.eps

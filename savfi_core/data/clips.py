@@ -109,8 +109,9 @@ def clip_path(clip: str) -> Path:
 
 
 def load_clip(clip: str):
-    """The decoded, downscaled clip (a cached :class:`~savfi_core.data.video.DecodedVideo`)."""
-    return decode_video(clip_path(clip), CLIP_FILES[clip][1])
+    """The decoded, downscaled clip (a cached :class:`~savfi_core.data.video.DecodedVideo`, kept on
+    disk too: every grid job is a new process that reads the clips)."""
+    return decode_video(clip_path(clip), CLIP_FILES[clip][1], persist=True)
 
 
 def find_shot_cuts(frames: torch.Tensor, min_ratio: float = 2.5, min_difference: float = 0.1) -> list[int]:

@@ -8,6 +8,10 @@ reopen the same clips many times in one process.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,23 +39,75 @@ class DecodedVideo:
     downscale: int
 
 
-def decode_video(path: str | Path, downscale: int = 1) -> DecodedVideo:
+# Where decoded frames persist across processes (``decode_video(..., persist=True)``): one
+# ``.npz`` per (file, size, modification time, downscale, PyAV version, layout below).
+DECODED_CACHE_VARIABLE = "SAVFI_DECODED_CACHE"  # a folder, or "off"
+DECODED_CACHE_LAYOUT = 1
+
+
+def decoded_cache_folder() -> Path | None:
+    """``$SAVFI_DECODED_CACHE``, else ``$XDG_CACHE_HOME/savfi/decoded`` (``~/.cache``); None if "off"."""
+    configured = os.environ.get(DECODED_CACHE_VARIABLE)
+    if configured == "off":
+        return None
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "savfi" / "decoded"
+
+
+def decode_video(path: str | Path, downscale: int = 1, persist: bool = False) -> DecodedVideo:
     """All frames of a video file as uint8 RGB [T, 3, H, W], downscaled by an integer factor.
 
     Downscaling averages each ``downscale x downscale`` block (area filtering, which does not
     alias), after dropping the last ``H mod downscale`` rows and ``W mod downscale`` columns,
     and rounds back to 8 bits (half up; see :func:`block_average_uint8`). The result is cached in memory; callers must not modify it.
+    ``persist``: also keep the decoded frames on disk (:func:`decoded_cache_folder`), so that the
+    next process reads them instead of decoding again: every job of a grid is a fresh process,
+    and decoding and downscaling the embedded clips took 1.5-5 s of each job (meant for small,
+    fixed files such as those; a user's full-resolution video would fill the disk).
     Raises :class:`DatasetError` naming the file when it is missing, undecodable or empty.
     """
     path = require_file(Path(path), "video file").resolve()
     if int(downscale) != downscale or downscale < 1:
         raise DatasetError(f"downscale must be a positive integer, got {downscale!r} for {path}")
     status = path.stat()
-    return _decode_video_cached(str(path), status.st_size, status.st_mtime_ns, int(downscale))
+    return _decode_video_cached(str(path), status.st_size, status.st_mtime_ns, int(downscale), bool(persist))
+
+
+def _persisted_path(path: str, size: int, modified_ns: int, downscale: int) -> Path | None:
+    import av
+
+    folder = decoded_cache_folder()
+    if folder is None:
+        return None
+    key = hashlib.sha256(f"{DECODED_CACHE_LAYOUT}\0{path}\0{size}\0{modified_ns}\0{downscale}\0{av.__version__}".encode()).hexdigest()
+    return folder / f"{Path(path).stem}-x{downscale}-{key[:20]}.npz"
 
 
 @functools.lru_cache(maxsize=8)
-def _decode_video_cached(path: str, size: int, modified_ns: int, downscale: int) -> DecodedVideo:
+def _decode_video_cached(path: str, size: int, modified_ns: int, downscale: int, persist: bool = False) -> DecodedVideo:
+    persisted = _persisted_path(path, size, modified_ns, downscale) if persist else None
+    if persisted is not None and persisted.is_file():
+        try:
+            with np.load(persisted) as stored:
+                return DecodedVideo(frames=torch.from_numpy(stored["frames"]), fps=float(stored["fps"]), path=path, downscale=downscale)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # cut off or foreign: decode again, and say so
+            warnings.warn(f"decoded-frame cache {persisted} unreadable ({error}); decoding {path} again", stacklevel=2)
+    video = _decode(path, downscale)
+    if persisted is not None:
+        try:
+            persisted.parent.mkdir(parents=True, exist_ok=True)
+            temporary = persisted.with_name(f".{persisted.name}.{os.getpid()}.tmp")
+            with open(temporary, "wb") as handle:
+                np.savez(handle, frames=video.frames.numpy(), fps=np.float64(video.fps))
+            os.replace(temporary, persisted)  # concurrent jobs: each writes its own file, the last rename wins
+        except OSError as error:
+            warnings.warn(f"cannot keep decoded frames of {path} in {persisted.parent} ({error}); "
+                          f"set {DECODED_CACHE_VARIABLE} to a writable folder or 'off'", stacklevel=2)
+    return video
+
+
+def _decode(path: str, downscale: int) -> DecodedVideo:
     import av
 
     frames = []

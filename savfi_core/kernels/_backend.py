@@ -31,6 +31,22 @@ class BackendUnavailableError(RuntimeError):
     """Raised when ``backend="cupy"`` is requested where the CuPy kernel cannot run."""
 
 
+def fold_vmapped_batch(batch_size: int, in_dims, tensors) -> list:
+    """For the ``vmap`` rule of an op whose tensors all lead with a batch dimension: the vmapped
+    dimension folded into it, ``[V, B, ...] -> [V*B, ...]`` (unbatched tensors expanded, None and
+    non-tensors passed through). The op then runs once; unfold its result with
+    ``result.reshape(V, -1, *result.shape[1:])``. Used by the task-batched meta-step
+    (``MetaLearner(task_batching=...)``), where V is the number of tasks."""
+    folded = []
+    for value, dim in zip(tensors, in_dims):
+        if not isinstance(value, torch.Tensor):
+            folded.append(value)
+            continue
+        value = value.unsqueeze(0).expand(batch_size, *value.shape) if dim is None else value.movedim(dim, 0)
+        folded.append(value.reshape(batch_size * value.shape[1], *value.shape[2:]).contiguous())
+    return folded
+
+
 def last_backend(op: str) -> str | None:
     """Name of the backend ("cupy" or "torch") that the last call of ``op`` ran on, or None.
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import torch
 
-from ._backend import check_shape, launch, record_backend, reference_vjp, require_contiguous, select_backend
+from ._backend import check_shape, fold_vmapped_batch, launch, record_backend, reference_vjp, require_contiguous, select_backend
 
 PADDING_MODES = ("border", "zeros")
 BACKWARP_BACKENDS = ("auto", "cupy", "torch", "grid_sample")
@@ -119,9 +119,19 @@ class _BackwarpCupy(torch.autograd.Function):
     """CuPy forward and first-order backward; the graph of the backward (create_graph) uses the reference."""
 
     @staticmethod
-    def forward(ctx, image, flow, padding_mode):
+    def setup_context(ctx, inputs, output):
+        image, flow, padding_mode = inputs
         ctx.padding_mode = padding_mode
         ctx.save_for_backward(image, flow)
+
+    @staticmethod
+    def vmap(info, in_dims, image, flow, padding_mode):
+        """Under ``torch.func.vmap``: the vmapped dimension folded into the batch, one call."""
+        output = _BackwarpCupy.apply(*fold_vmapped_batch(info.batch_size, in_dims, (image, flow, padding_mode)))
+        return output.reshape(info.batch_size, -1, *output.shape[1:]), 0
+
+    @staticmethod
+    def forward(image, flow, padding_mode):
         batch, channels, height, width = image.shape
         output = torch.empty_like(image)
         launch("backwarp.cu", "backwarp_forward", output.numel(),
@@ -163,9 +173,19 @@ class _BackwarpGridSample(torch.autograd.Function):
     """grid_sample forward and first-order backward; the graph of the backward uses the reference."""
 
     @staticmethod
-    def forward(ctx, image, flow, padding_mode):
+    def setup_context(ctx, inputs, output):
+        image, flow, padding_mode = inputs
         ctx.padding_mode = padding_mode
         ctx.save_for_backward(image, flow)
+
+    @staticmethod
+    def vmap(info, in_dims, image, flow, padding_mode):
+        """Under ``torch.func.vmap``: the vmapped dimension folded into the batch, one call."""
+        output = _BackwarpGridSample.apply(*fold_vmapped_batch(info.batch_size, in_dims, (image, flow, padding_mode)))
+        return output.reshape(info.batch_size, -1, *output.shape[1:]), 0
+
+    @staticmethod
+    def forward(image, flow, padding_mode):
         return torch.nn.functional.grid_sample(
             image, _sampling_grid(flow), mode="bilinear", padding_mode=padding_mode, align_corners=True
         )

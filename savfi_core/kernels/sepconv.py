@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ._backend import check_shape, launch, require_contiguous, select_backend
+from ._backend import check_shape, fold_vmapped_batch, launch, require_contiguous, select_backend
 
 ROLES = ("output", "input", "vertical", "horizontal")
 
@@ -66,13 +66,25 @@ class _SeparableContraction(torch.autograd.Function):
     """dS/d(role) given the other three operands of S (the slot of ``role`` is None)."""
 
     @staticmethod
-    def forward(ctx, role, backend, output, input, vertical, horizontal):
+    def forward(role, backend, output, input, vertical, horizontal):
         operands = dict(zip(ROLES, (output, input, vertical, horizontal)))
+        compute = _cupy_partial if backend == "cupy" else _torch_partial
+        return compute(role, operands)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        role, backend, *slots = inputs
+        operands = dict(zip(ROLES, slots))
         ctx.role = role
         ctx.backend = backend
         ctx.save_for_backward(*(operands[name] for name in ROLES if name != role))
-        compute = _cupy_partial if backend == "cupy" else _torch_partial
-        return compute(role, operands)
+
+    @staticmethod
+    def vmap(info, in_dims, role, backend, *slots):
+        """Under ``torch.func.vmap``: every operand already has a batch dimension, so the vmapped
+        one is folded into it and the op runs once, on either backend."""
+        result = _SeparableContraction.apply(role, backend, *fold_vmapped_batch(info.batch_size, in_dims[2:], slots))
+        return result.reshape(info.batch_size, -1, *result.shape[1:]), 0
 
     @staticmethod
     def backward(ctx, grad):

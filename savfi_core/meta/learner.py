@@ -36,6 +36,15 @@ statistics only change where a BatchNorm runs in train mode. For the registry:
   its own statistics; most of them are not affine (no weights), the stem's affine BatchNorm gets
   per-step weights. SAVFI adapts only ``rectifyNet``, so none of these is adapted.
 * SepConv, CAIN, RRIN, Super-SloMo: no BatchNorm, nothing changes.
+
+Task batching (``MetaLearner(..., task_batching=...)``): "loop" (default) runs the inner loop task
+after task; "vmap" runs it for all tasks of a batch at once, ``torch.func.vmap`` over per-task
+copies of the adapted parameters stacked along a new leading dimension (the same computation:
+equal to the loop to 1e-5 in float32, tests/test_meta_task_batching.py); "auto" uses vmap unless
+:meth:`MetaLearner.task_batching_obstacle` names a reason (the cycle support loss, BatchNorm updating running statistics,
+as DAIN's; per-step BatchNorm; dropout in train mode), and the loop then. On CPU: sepconv, cain,
+rrin, superslomo, dvf, rife_hdv3 and rife_v4 run under vmap, dain loops
+(benchmarks/meta-batching-cpu.md).
 """
 from __future__ import annotations
 
@@ -46,13 +55,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from savfi_core.meta import inner_rules
 from savfi_core.meta.config import MetaConfig
 from savfi_core.meta.tasks import Task, Triplet, make_task, support_inputs, temporal_flip
 
 CHECKPOINT_FORMAT = "savfi-meta-learner"
+# compute_meta_gradients over the tasks of a batch: "loop" one task after another (the reference,
+# least memory), "vmap" all tasks at once (torch.func.vmap over per-task parameters; refuses, with
+# the reason, where that cannot run), "auto" vmap where it can run and the loop elsewhere.
+TASK_BATCHING = ("loop", "vmap", "auto")
 
 
 def _key(name: str) -> str:
@@ -145,12 +158,17 @@ class MetaLearner:
         outer optimizer and scheduler state, step counter and flip generator (exact resume).
     """
 
-    def __init__(self, model: nn.Module, config: MetaConfig | None = None, **overrides: Any):
+    def __init__(self, model: nn.Module, config: MetaConfig | None = None, *, task_batching: str = "loop", **overrides: Any):
         config = config if config is not None else MetaConfig()
         if overrides:
             config = config.replace(**overrides)
+        if task_batching not in TASK_BATCHING:
+            raise ValueError(f"task_batching {task_batching!r}: choose one of {TASK_BATCHING}")
         self.model = model
         self.config = config
+        # How compute_meta_gradients runs the tasks of a batch (see TASK_BATCHING). Not part of
+        # the config or the checkpoint: it changes the cost of a step, not what is computed.
+        self.task_batching = task_batching
         self.patterns = tuple(config.adapt_patterns if config.adapt_patterns is not None else model.adapted_parameter_patterns)
 
         self.batchnorm_modules = (
@@ -350,6 +368,41 @@ class MetaLearner:
         metrics["step"] = float(self.step)
         return metrics
 
+    def task_batching_obstacle(self) -> str | None:
+        """Why this learner's tasks cannot run under ``torch.func.vmap`` (None: they can).
+
+        vmap runs one forward over per-task parameters stacked along a new leading dimension; it
+        cannot update buffers in place with batched values (BatchNorm running statistics in train
+        mode, MAML++'s per-step statistics) and refuses random ops by default (dropout in train
+        mode would draw the same mask for every task, not one per task as the loop does).
+        Backbones with custom autograd Functions lacking vmap rules fail inside vmap with
+        PyTorch's own error; the CPU paths of savfi's kernels are plain tensor ops.
+        """
+        if self.config.support_loss == "cycle":
+            # the vmapped inner loop computes the triplet loss only
+            return "the cycle-consistency support loss runs task by task"
+        if self.batchnorm_modules:
+            return "per-step BatchNorm (maml++) keeps running statistics per inner step"
+        training_batchnorm = [name for name, module in self.model.named_modules()
+                              if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training and module.track_running_stats
+                              and getattr(module, "updates_running_statistics", True)]
+        if training_batchnorm:
+            return f"BatchNorm in train mode updates its running statistics ({training_batchnorm[0]}, ...)"
+        training_dropout = [name for name, module in self.model.named_modules()
+                            if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0]
+        if training_dropout:
+            return f"dropout in train mode draws random masks ({training_dropout[0]}, ...)"
+        return None
+
+    def _batches_tasks(self) -> bool:
+        """Whether compute_meta_gradients vmaps over tasks (model already in train mode)."""
+        if self.task_batching == "loop":
+            return False
+        obstacle = self.task_batching_obstacle()
+        if obstacle is not None and self.task_batching == "vmap":
+            raise ValueError(f"task_batching='vmap' cannot run on {type(self.model).__name__}: {obstacle}; use 'auto' or 'loop'")
+        return obstacle is None
+
     def compute_meta_gradients(self, batch, *, support_loss_after: bool = False, tasks: Sequence[int] | None = None) -> dict[str, float]:
         """Outer loss and its gradient in ``.grad`` of every meta-parameter; no update.
 
@@ -379,6 +432,10 @@ class MetaLearner:
         outer_lr = self.outer_optimizer.param_groups[0]["lr"]
 
         self.outer_optimizer.zero_grad(set_to_none=True)
+        if tasks is None and self._batches_tasks():  # a rank's share of the tasks (``tasks``) runs the loop
+            metrics = self._tasks_at_once(task, second_order, importance, support_loss_after)
+            metrics.update(outer_lr=float(outer_lr), second_order=float(second_order), step=float(self.step))
+            return metrics
         totals = {"outer_loss": 0.0, "query_loss": 0.0, "support_loss_before": 0.0}
         if support_loss_after:
             totals["support_loss_after"] = 0.0
@@ -420,6 +477,80 @@ class MetaLearner:
         metrics = {name: value / task.batch_size for name, value in totals.items()}
         metrics.update(outer_lr=float(outer_lr), second_order=float(second_order), step=float(self.step))
         return metrics
+
+    # Task-batched meta-steps ---------------------------------------------------------------
+    def _task_losses(self, params: dict[str, Tensor], row: int, triplets: list[Triplet], buffers, joined: bool) -> Tensor:
+        """Losses [B] of B tasks at once: ``params`` hold one slice per task ([B, ...] each) and
+        ``triplets`` the tasks' triplets (frames [B, 3, H, W]); a task's loss is the sum over its
+        triplets, as ``_support_loss`` (``joined``: one forward over them, as there)."""
+        count = len(triplets)
+        stacked = [torch.stack([getattr(triplet, part) for triplet in triplets], dim=1) for part in ("frame0", "frame1", "target")]
+
+        def one_task(task_params, frame0, frame1, target):  # frames [count, 3, H, W]: one task's triplets
+            if joined:
+                return count * self._loss(task_params, row, Triplet(frame0, frame1, target), buffers)
+            return sum(self._loss(task_params, row, Triplet(frame0[i:i + 1], frame1[i:i + 1], target[i:i + 1]), buffers)
+                       for i in range(count))
+
+        return vmap(one_task)(params, *stacked)
+
+    def _task_gradients(self, losses: Tensor, params: dict[str, Tensor], create_graph: bool) -> dict[str, Tensor]:
+        """Per-task gradients [B, ...]: tasks share nothing in ``params``, so the gradient of the
+        summed losses with respect to the stacked parameters is each task's own gradient."""
+        return self._gradients(losses.sum(), params, create_graph)
+
+    def _tasks_at_once(self, task: Task, second_order: bool, importance: Tensor | None, support_loss_after: bool) -> dict[str, float]:
+        """compute_meta_gradients with every task of the batch in one vmapped inner loop.
+
+        The same computation as the per-task loop (tests hold them equal to 1e-5 in float32),
+        one network call per inner step instead of one per task; the graphs of all tasks are kept
+        until the single backward, so memory grows with the batch.
+        """
+        config = self.config
+        steps, tasks = config.inner_steps, task.batch_size
+        network = dict(self.model.named_parameters())
+        buffers = self._buffers(clone=False)
+        joined = self._support_in_one_batch(task)
+        params = {name: network[name].unsqueeze(0).expand(tasks, *network[name].shape) for name in self.adapted_names}
+        if config.attenuates_initialization:
+            # L2F, as _attenuate: task embedding from the support gradients at the initialization.
+            probe = self._task_losses(params, 0, task.support, self._buffers(clone=True), joined)
+            grads = self._task_gradients(probe, params, create_graph=False)
+            embedding = torch.stack([grad.flatten(1).mean(1) for grad in grads.values()], dim=1).detach()  # [B, L]
+            gamma = (1.0 - self.learned.attenuation_scale * self.learned.attenuator(embedding)).clamp(0.0, 1.0)
+            params = {name: gamma[:, index].view(-1, *([1] * (value.dim() - 1))) * value for index, (name, value) in enumerate(params.items())}
+        state = inner_rules.initial_state(config.inner_rule, params)
+        totals = {"outer_loss": 0.0, "query_loss": 0.0, "support_loss_before": 0.0}  # the loop's order
+        if support_loss_after:
+            totals["support_loss_after"] = 0.0
+        weighted_query_losses = []
+        for step in range(steps):
+            support_losses = self._task_losses(params, step, task.support, buffers, joined)
+            if step == 0:
+                totals["support_loss_before"] = support_losses.detach().sum().item()
+            grads = self._task_gradients(support_losses, params, create_graph=second_order)
+            params, state = inner_rules.update(
+                config.inner_rule, params, grads, state, self._rates(step), config.inner_betas, config.inner_eps
+            )
+            if importance is not None:
+                query_losses = self._task_losses(params, step + 1, [task.query], buffers, True)
+                weighted_query_losses.append(importance[step].item() * query_losses)
+        if importance is not None:
+            task_losses = sum(weighted_query_losses)
+        else:
+            query_losses = self._task_losses(params, steps, [task.query], buffers, True)
+            task_losses = query_losses
+        (task_losses.sum() / tasks).backward()
+        if support_loss_after or steps == 0:
+            with torch.no_grad():
+                after = self._task_losses(params, steps, task.support, self._buffers(clone=True), joined).sum().item()
+            if support_loss_after:
+                totals["support_loss_after"] = after
+            if steps == 0:
+                totals["support_loss_before"] = after
+        totals["outer_loss"] = task_losses.detach().sum().item()
+        totals["query_loss"] = query_losses.detach().sum().item()
+        return {name: value / tasks for name, value in totals.items()}
 
     # Test time -------------------------------------------------------------------------------
     def adapt(self, sample, steps: int | None = None) -> dict[str, Tensor]:

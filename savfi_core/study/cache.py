@@ -27,7 +27,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_SUFFIXES = (".py", ".cu")
 # Files of a job folder that are bookkeeping, not results: left out of the output digest because
 # they hold timestamps and absolute paths.
-BOOKKEEPING_FILES = ("notebook.ipynb", "parameters.yaml", "log.txt", "job.json", "run.json", "error.json")
+BOOKKEEPING_FILES = ("notebook.ipynb", "parameters.yaml", "log.txt", "job.json", "run.json", "error.json",
+                     "stage_timing.json", "job_process.json")
 
 
 def source_files(root: Path | None = None) -> list[Path]:

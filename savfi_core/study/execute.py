@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -34,6 +35,9 @@ import yaml
 
 from savfi_core.procs import PARENT_PID_VARIABLE, die_with_parent, run_job_process
 from savfi_core.runlock import held_descriptors
+from savfi_core.study.timing import STAGE_TIMING_FILE, job_timing, peak_rss_mb, utc_now
+
+PROCESS_FILE = "job_process.json"  # written by the job subprocess: its children's (the kernel's) peak RSS
 
 
 def job_command(spec: dict[str, Any], run_file: Path) -> list[str]:
@@ -52,20 +56,22 @@ def execute_job(spec: dict[str, Any]) -> dict[str, Any]:
 
     spec: job_id, notebook, job_dir, parameters, working_directory, threads (per process), kernel_name,
     python, launcher (optional, see ``job_command``).
-    Returns {'status': 'done'|'failed', 'error': str|None, 'seconds': float}. Runs wherever it is
-    called: in a thread here, or on a Dask worker that sees the same file system.
+    Returns {'status': 'done'|'failed', 'error': str|None, 'seconds': float, 'timing': {...}} (the
+    timing fields of the job record, :func:`savfi_core.study.timing.job_timing`). Runs wherever it
+    is called: in a thread here, or on a Dask worker that sees the same file system.
     """
     job_dir = Path(spec["job_dir"])
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "run.json").write_text(json.dumps(spec, indent=2, default=str))
     (job_dir / "parameters.yaml").write_text(yaml.safe_dump(spec["parameters"], sort_keys=True))
-    for stale in [job_dir / "error.json", *job_dir.glob("error.rank*.json")]:
+    # a resumed attempt's leftovers
+    for stale in [job_dir / "error.json", job_dir / STAGE_TIMING_FILE, job_dir / PROCESS_FILE, *job_dir.glob("error.rank*.json")]:
         stale.unlink(missing_ok=True)
     environment = dict(os.environ)
     threads = str(spec.get("threads", 1))
     # One job = one process; keep BLAS/OpenMP from spawning a thread per core in each of them.
     environment.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MPLBACKEND="Agg")
-    start = time.perf_counter()
+    started, start = utc_now(), time.perf_counter()
     with open(job_dir / "log.txt", "w") as log:
         # Own process group, dies with this runner, keeps the run lock held while it lives.
         returncode = run_job_process(
@@ -73,8 +79,9 @@ def execute_job(spec: dict[str, Any]) -> dict[str, Any]:
             stdout=log, env=environment, cwd=spec["working_directory"], keep_descriptors=held_descriptors(),
         )
     seconds = time.perf_counter() - start
+    timing = job_timing(started, utc_now(), seconds, job_dir, _children_peak_rss_mb(job_dir))
     if returncode == 0:
-        return {"status": "done", "error": None, "seconds": seconds}
+        return {"status": "done", "error": None, "seconds": seconds, "timing": timing}
     error_files = [job_dir / "error.json", *sorted(job_dir.glob("error.rank*.json"))]
     written = [path for path in error_files if path.is_file()]
     if written:
@@ -82,11 +89,31 @@ def execute_job(spec: dict[str, Any]) -> dict[str, Any]:
     else:  # the subprocess died before it could write its error (killed, import failure)
         tail = (job_dir / "log.txt").read_text().strip().splitlines()[-15:]
         error = f"exit code {returncode}; log tail:\n" + "\n".join(tail)
-    return {"status": "failed", "error": error, "seconds": seconds}
+    return {"status": "failed", "error": error, "seconds": seconds, "timing": timing}
+
+
+def _children_peak_rss_mb(job_dir: Path) -> float | None:
+    try:
+        return json.loads((job_dir / PROCESS_FILE).read_text())["children_peak_rss_mb"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _skip_iri_format_checker() -> None:
+    """Keep jsonschema from importing ``rfc3987_syntax`` on its way into papermill.
+
+    jsonschema registers its optional IRI format checks when that package is importable, and
+    importing it builds a parser that took 2.7 of papermill's 3.7 s of import time (``python -X
+    importtime -c "import papermill"``), once per job. nbformat validates notebooks without a
+    format checker, so those checks are never used here; a ``None`` entry in ``sys.modules``
+    makes jsonschema's guarded import fail and skip them.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)
 
 
 def execute_notebook_here(run_file: Path) -> int:
     """Body of the subprocess: one papermill execution; errors go to error.json."""
+    _skip_iri_format_checker()
     import papermill
 
     watching = die_with_parent()
@@ -100,10 +127,22 @@ def execute_notebook_here(run_file: Path) -> int:
     output = job_dir / "notebook.ipynb" if scratch is None else Path(scratch.name) / "notebook.ipynb"
     error_file = job_dir / ("error.json" if rank == 0 else f"error.rank{rank}.json")
     try:
+        return _execute(papermill, spec, output, rank, error_file, scratch)
+    finally:
+        if rank == 0:
+            # The kernel is this process's child, reaped by papermill: its peak RSS is counted here.
+            (job_dir / PROCESS_FILE).write_text(json.dumps({"children_peak_rss_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1)}))
+
+
+def _execute(papermill, spec: dict[str, Any], output: Path, rank: int, error_file: Path, scratch) -> int:
+    try:
         papermill.execute_notebook(
             spec["notebook"], str(output), parameters=spec["parameters"],
             kernel_name=spec.get("kernel_name"), progress_bar=False, log_output=True,
             cwd=spec["working_directory"],
+            # Every cell has run and every file is written by then: stop the kernel at once
+            # instead of the graceful shutdown request and wait (0.4 s less per job, measured).
+            shutdown_kernel="immediate",
         )
     except Exception as error:  # papermill saves the executed notebook (with the failing cell) first
         if type(error).__name__ == "PapermillExecutionError":

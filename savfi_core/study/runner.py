@@ -158,10 +158,10 @@ def run_jobs(
         try:
             outcome = future.result()
         except Exception as error:  # the executor itself failed (e.g. a Dask worker died)
-            outcome = {"status": "failed", "error": f"{type(error).__name__}: {error}", "seconds": None}
+            outcome = {"status": "failed", "error": f"{type(error).__name__}: {error}", "seconds": None, "timing": {}}
         record = {"job_id": job_id, "stage": job.stage, "hash": hashes[job_id], "status": outcome["status"],
                   "error": outcome["error"], "seconds": outcome["seconds"], "code_digest": code_digest, **code,
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "parameters": job.parameters}
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "parameters": job.parameters, **outcome.get("timing", {})}
         if outcome["status"] == "done":
             record["output_digest"] = digests[job_id] = output_digest(job_dir)
             if job.publish:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +37,7 @@ import torch
 from savfi_core.study.checks import check_fields
 from savfi_core.study.loader import Location
 from savfi_core.study.schema import EvaluateConfig, MetaTrainConfig, PretrainConfig, ReportConfig
+from savfi_core.study.timing import process_age_seconds, write_stage_timing
 from savfi_core.vocabulary import FROM_STARTING_WEIGHTS
 
 CROP_LIMIT = 256  # qualitative crops: full frame up to this size, else a central window
@@ -48,8 +50,14 @@ def stage(config_class: type) -> Callable:
     def decorate(body: Callable) -> Callable:
         @functools.wraps(body)
         def run(**parameters: Any):
+            ready_seconds = process_age_seconds()
+            start = time.perf_counter()
             where = Location(f"{body.__name__}()", {})
-            return body(config_class(**check_fields(parameters, config_class, where, grid=False)))
+            config = config_class(**check_fields(parameters, config_class, where, grid=False))
+            result = body(config)
+            # Only a stage that finished leaves its timing; the runner computes the overhead from it.
+            write_stage_timing(config.output_dir, time.perf_counter() - start, ready_seconds)
+            return result
 
         fields = dataclasses.fields(config_class)
         run.__signature__ = inspect.Signature([
