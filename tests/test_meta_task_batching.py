@@ -16,7 +16,7 @@ import torch
 
 from savfi_core.backbones import create_model
 from savfi_core.kernels import backwarp, sepconv
-from savfi_core.meta import MetaLearner
+from savfi_core.meta import MetaConfig, MetaLearner
 from test_meta_fast_paths import septuplets
 
 ALGORITHMS = ["maml", "maml++", "l2f", "metasgd"]
@@ -117,7 +117,7 @@ def test_vmap_refuses_with_the_reason_and_auto_runs_the_loop():
 def test_batchnorm_updating_running_statistics_is_an_obstacle():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)).train()
     learner = MetaLearner.__new__(MetaLearner)
-    learner.model, learner.batchnorm_modules = model, {}
+    learner.model, learner.batchnorm_modules, learner.config = model, {}, MetaConfig()
     assert "running statistics" in learner.task_batching_obstacle()
     model.eval()
     assert learner.task_batching_obstacle() is None
