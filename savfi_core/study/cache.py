@@ -135,10 +135,14 @@ def weights_file_digest(parameters: dict[str, Any]) -> str | None:
         return None
     if weights == "default":
         from savfi_core.backbones import default_weights_path
+        from savfi_core.backbones.carrier import CarrierWeightsError
 
         if "backbone" not in parameters:
             return None
-        path = Path(default_weights_path(parameters["backbone"], parameters.get("size", "tiny")))
+        try:
+            path = Path(default_weights_path(parameters["backbone"], parameters.get("size", "tiny")))
+        except CarrierWeightsError:
+            return None  # the carrier package is missing: the job fails when it loads them, saying what to install
     else:
         path = Path(weights)
     return file_sha256(path) if path.is_file() else None

@@ -155,9 +155,14 @@ def _check_weights(weights: str | None, backbone: str, size: str, where: Locatio
         return
     if weights == "default":
         from savfi_core.backbones import default_weights_path
+        from savfi_core.backbones.carrier import CarrierWeightsError
 
-        if not Path(default_weights_path(backbone, size)).is_file():
-            raise where.error(f"shipped {size} weights for {backbone} (none at {default_weights_path(backbone, size)})", weights)
+        try:
+            path = Path(default_weights_path(backbone, size))
+        except CarrierWeightsError as error:  # the carrier package of the authors' release is missing
+            raise where.error(f"{size} weights of {backbone} that can be loaded ({error})", weights) from None
+        if not path.is_file():
+            raise where.error(f"shipped {size} weights for {backbone} (none at {path})", weights)
         return
     if not Path(weights).is_file():
         raise where.error(f'null, "default" or the path of an existing weights file (from {Path.cwd()})', weights)
