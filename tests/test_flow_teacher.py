@@ -11,7 +11,7 @@ from savfi_core.train import ResumeMismatchError, pretrain
 from savfi_core.train.flow_teacher import _box_mean, bilateral_displacement, bilateral_middle, flow_teacher_loss, model_motion_fields
 from test_train import ShiftedFrames
 
-FLOW_BACKBONES = ["dain", "dvf", "rrin", "superslomo"]
+FLOW_BACKBONES = ["dain", "dvf", "rife_hdv3", "rife_v4", "rrin", "superslomo"]
 
 
 def moving_texture(shift_x: float, shift_y: float, size: int = 72, seed: int = 0):
@@ -58,11 +58,15 @@ def test_motion_field_factors_follow_the_warps_the_backbones_use():
     """F_0->1 = 2d samples frame1 into frame0, F_1->0 = -2d frame0 into frame1, DVF's d the middle."""
     frame0, middle, frame1 = moving_texture(3.0, -2.0)
     displacement = bilateral_displacement(frame0, frame1)
-    factors = {name: factor for name, _, factor in model_motion_fields({"flow_0_1": None, "flow_1_0": None})}
+    factors = {name: factor for name, _, factor in model_motion_fields("superslomo", {"flow_0_1": None, "flow_1_0": None})}
     assert torch.allclose(interior(backwarp(frame1, factors["flow_0_1"] * displacement)), interior(frame0), atol=1e-6)
     assert torch.allclose(interior(backwarp(frame0, factors["flow_1_0"] * displacement)), interior(frame1), atol=1e-6)
-    (_, _, dvf_factor), = model_motion_fields({"flow": None})
+    (_, _, dvf_factor), = model_motion_fields("dvf", {"flow": None})
     assert torch.allclose(interior(backwarp(frame0, -dvf_factor * displacement)), interior(middle), atol=1e-6)
+    # RIFE's intermediate flows: the middle frame samples frame0 at x + F_t->0 and frame1 at x + F_t->1
+    rife = {name: factor for name, _, factor in model_motion_fields("rife_v4", {"flow_t_0": None, "flow_t_1": None})}
+    assert torch.allclose(interior(backwarp(frame0, rife["flow_t_0"] * displacement)), interior(middle), atol=1e-6)
+    assert torch.allclose(interior(backwarp(frame1, rife["flow_t_1"] * displacement)), interior(middle), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", FLOW_BACKBONES)
@@ -70,9 +74,9 @@ def test_flow_backbones_expose_motion_fields_at_the_input_size(name):
     model = create_model(name, size="tiny")
     with torch.no_grad():
         output = model(torch.rand(1, 3, 37, 53), torch.rand(1, 3, 37, 53))
-    fields = model_motion_fields(output.aux)
+    fields = model_motion_fields(name, output.aux)
     assert fields and all(field.shape == (1, 2, 37, 53) for _, field, _ in fields)
-    assert float(flow_teacher_loss(output.aux, torch.ones(1, 2, 37, 53))) > 0
+    assert float(flow_teacher_loss(name, output.aux, torch.ones(1, 2, 37, 53))) > 0
 
 
 @pytest.mark.parametrize("name", ["cain", "sepconv"])
@@ -81,7 +85,7 @@ def test_backbones_without_motion_fields_are_named_as_such(name):
     with torch.no_grad():
         output = model(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match="no motion field"):
-        model_motion_fields(output.aux)
+        model_motion_fields(name, output.aux)
 
 
 def test_pretrain_adds_the_teacher_term_and_pins_it_on_resume(tmp_path):

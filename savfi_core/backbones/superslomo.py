@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from savfi_core.backbones.common import InterpolationModel, InterpolationOutput
+from savfi_core.backbones.common import FLOWS_BETWEEN_INPUTS, InterpolationModel, InterpolationOutput
 from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.checkpoint import CheckpointError, safe_load
@@ -357,7 +357,7 @@ def load_vgg16_conv4_3(path: str | os.PathLike) -> nn.Sequential:
     return network
 
 
-@register_model("superslomo", {"paper": PAPER, "tiny": TINY})
+@register_model("superslomo", {"paper": PAPER, "tiny": TINY}, motion_fields=FLOWS_BETWEEN_INPUTS)
 def build_superslomo(config: SuperSloMoConfig) -> SuperSloMo:
     """Super SloMo (Jiang et al., CVPR 2018), bidirectional flow and visibility U-Nets."""
     return SuperSloMo(config)

@@ -4,13 +4,13 @@ A job is skipped when its record says it finished with the same *job hash*::
 
     hash = sha256(stage, notebook content, parameters, [digest of each upstream job's outputs],
                   [digest of the weights file it starts from, the shipped one for weights: default],
-                  digest of the savfi_core source files)
+                  digest of the savfi_core source files the notebook's code runs)
 
-so editing a notebook or a parameter, shipping new weights or changing the library's code reruns
-that job and everything downstream, and a rerun after an interruption continues where it
-stopped. The source digest covers every ``.py`` and ``.cu`` file of the package (the stage
-functions import most of it lazily, so any narrower set would be a guess that can go stale).
-Each record also names the commit and whether the package's tree had uncommitted changes.
+so editing a notebook or a parameter, shipping new weights or changing library code that the job
+runs reruns that job, and everything downstream whose inputs then change; a change to a file the
+job does not run (see :mod:`savfi_core.study.code`, the import graph of the notebook) leaves it
+cached, and a rerun after an interruption continues where it stopped. Each record also names the
+files of that digest, the commit, and whether the package's tree had uncommitted changes.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from savfi_core.checkpoint import file_sha256
+from savfi_core.study.code import notebook_code, used_files
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_SUFFIXES = (".py", ".cu")
@@ -36,13 +37,40 @@ def source_files(root: Path | None = None) -> list[Path]:
     return sorted(path for path in root.rglob("*") if path.suffix in SOURCE_SUFFIXES and "__pycache__" not in path.parts)
 
 
-def source_digest(root: Path | None = None) -> str:
-    """sha256 over (relative path, content hash) of every source file of savfi_core."""
+def source_digest(root: Path | None = None, files: list[Path] | None = None) -> str:
+    """sha256 over (relative path, content hash) of ``files`` (default: every source file of savfi_core)."""
     root = PACKAGE_ROOT if root is None else root
     digest = hashlib.sha256()
-    for path in source_files(root):
+    for path in source_files(root) if files is None else files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + file_sha256(path).encode() + b"\n")
     return digest.hexdigest()
+
+
+def notebook_code_files(notebook: str | os.PathLike, root: Path | None = None) -> list[Path]:
+    """The savfi_core files a notebook's code runs (``savfi_core.study.code``)."""
+    return used_files(notebook_code(Path(notebook)), PACKAGE_ROOT if root is None else root)
+
+
+class CodeDigests:
+    """Digest of the code each job runs, computed once per notebook for one run of the grid (the
+    files are read when first asked: an edit during a run counts from the next run)."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = PACKAGE_ROOT if root is None else root
+        self._by_notebook: dict[str, tuple[str, list[str]]] = {}
+
+    def files_and_digest(self, job) -> tuple[str, list[str]]:
+        key = str(Path(job.notebook).resolve())
+        if key not in self._by_notebook:
+            files = notebook_code_files(job.notebook, self.root)
+            self._by_notebook[key] = (source_digest(self.root, files), [path.relative_to(self.root).as_posix() for path in files])
+        return self._by_notebook[key]
+
+    def __call__(self, job) -> str:
+        return self.files_and_digest(job)[0]
+
+    def files(self, job) -> list[str]:
+        return self.files_and_digest(job)[1]
 
 
 def code_state(root: Path | None = None) -> dict[str, Any]:
@@ -108,10 +136,14 @@ def weights_file_digest(parameters: dict[str, Any]) -> str | None:
         return None
     if weights == "default":
         from savfi_core.backbones import default_weights_path
+        from savfi_core.backbones.carrier import CarrierWeightsError
 
         if "backbone" not in parameters:
             return None
-        path = Path(default_weights_path(parameters["backbone"], parameters.get("size", "tiny")))
+        try:
+            path = Path(default_weights_path(parameters["backbone"], parameters.get("size", "tiny")))
+        except CarrierWeightsError:
+            return None  # the carrier package is missing: the job fails when it loads them, saying what to install
     else:
         path = Path(weights)
     return file_sha256(path) if path.is_file() else None
@@ -119,14 +151,15 @@ def weights_file_digest(parameters: dict[str, Any]) -> str | None:
 
 def job_hash(job, upstream_digests: dict[str, str], code_digest: str | None = None) -> str:
     """sha256 of stage, notebook content, parameters, upstream outputs, weights file and code
-    (see the module doc); ``code_digest`` defaults to the digest of savfi_core as it is now."""
+    (see the module doc); ``code_digest`` defaults to the digest of the savfi_core files the
+    job's notebook runs, as they are now."""
     payload = {
         "stage": job.stage,
         "notebook": file_sha256(job.notebook),
         "parameters": job.parameters,
         "inputs": {name: [list(ref) for ref in input_references(value)] for name, value in sorted(job.inputs.items())},
         "upstream": {job_id: upstream_digests[job_id] for job_id in sorted(job.depends_on)},
-        "code": source_digest() if code_digest is None else code_digest,
+        "code": CodeDigests()(job) if code_digest is None else code_digest,
     }
     weights = weights_file_digest(job.parameters)
     if weights is not None:

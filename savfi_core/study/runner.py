@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from savfi_core.study.cache import (
-    BOOKKEEPING_FILES, code_state, job_hash, output_digest, read_record, resolve_inputs, source_digest, write_record,
+    BOOKKEEPING_FILES, CodeDigests, code_state, job_hash, output_digest, read_record, resolve_inputs, write_record,
 )
 from savfi_core.study.execute import execute_job
 from savfi_core.study.expand import Job
@@ -45,7 +45,7 @@ class RunSummary:
         return not self.failed and not self.skipped
 
 
-def job_status(job: Job, grid_dir: Path, digests: dict[str, str], code_digest: str) -> tuple[str, str | None]:
+def job_status(job: Job, grid_dir: Path, digests: dict[str, str], code_digest: CodeDigests) -> tuple[str, str | None]:
     """('cached', hash) when the job finished with an unchanged hash, else ('pending', hash|None).
 
     ``digests`` holds output digests of upstream jobs known to be current; the hash is None when
@@ -53,7 +53,7 @@ def job_status(job: Job, grid_dir: Path, digests: dict[str, str], code_digest: s
     """
     if any(upstream not in digests for upstream in job.depends_on):
         return "pending", None
-    current = job_hash(job, digests, code_digest)
+    current = job_hash(job, digests, code_digest(job))
     record = read_record(grid_dir / job.job_id)
     if record and record.get("status") == "done" and record.get("hash") == current:
         return "cached", current
@@ -62,7 +62,7 @@ def job_status(job: Job, grid_dir: Path, digests: dict[str, str], code_digest: s
 
 def plan(jobs: list[Job], grid_dir: Path) -> dict[str, str]:
     """Status of every job without running anything ('cached' or 'pending'), for --dry-run."""
-    code_digest = source_digest()
+    code_digest = CodeDigests()
     digests: dict[str, str] = {}
     statuses = {}
     for job in jobs:
@@ -99,7 +99,7 @@ def run_jobs(
     """
     grid_dir = Path(grid_dir).resolve()
     working_directory = str(Path(working_directory or os.getcwd()).resolve())
-    code_digest, code = source_digest(), code_state()
+    code_digest, code = CodeDigests(), code_state()
     by_id = {job.job_id: job for job in jobs}
     digests: dict[str, str] = {}
     for dep in sorted({dep for job in jobs for dep in job.depends_on if dep not in by_id}):
@@ -160,7 +160,8 @@ def run_jobs(
         except Exception as error:  # the executor itself failed (e.g. a Dask worker died)
             outcome = {"status": "failed", "error": f"{type(error).__name__}: {error}", "seconds": None, "timing": {}}
         record = {"job_id": job_id, "stage": job.stage, "hash": hashes[job_id], "status": outcome["status"],
-                  "error": outcome["error"], "seconds": outcome["seconds"], "code_digest": code_digest, **code,
+                  "error": outcome["error"], "seconds": outcome["seconds"],
+                  "code_digest": code_digest(job), "code_files": code_digest.files(job), **code,
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "parameters": job.parameters, **outcome.get("timing", {})}
         if outcome["status"] == "done":
             record["output_digest"] = digests[job_id] = output_digest(job_dir)

@@ -99,22 +99,31 @@ def _finish_training(curve: pd.DataFrame, output: Path, state: dict, checkpoint_
     return curve
 
 
-@stage(PretrainConfig)
-def run_pretrain(config: PretrainConfig) -> pd.DataFrame:
-    """Supervised pretraining of one backbone (``savfi_core.train.pretrain``); returns the curve."""
+def _seeded_model(config: PretrainConfig | MetaTrainConfig) -> tuple[Path, Any]:
+    """The output folder (created) and the stage's model, built after seeding torch with the job's seed."""
     from savfi_core.backbones import create_model
-    from savfi_core.train import pretrain
 
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    model = create_model(config.backbone, size=config.size, weights=config.weights)
-    curve = pretrain(
-        model, open_spec(config.dataset), steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-        optimizer=config.optimizer, seed=config.seed, checkpoint_path=output / "training_state.pt",
-        val_dataset=open_spec(config.val_dataset) if config.val_dataset else None, val_every=config.val_every or None,
-        **config.options,
-    )
+    return output, create_model(config.backbone, size=config.size, weights=config.weights)
+
+
+def _loop_arguments(config: PretrainConfig | MetaTrainConfig, output: Path) -> dict[str, Any]:
+    """The keyword arguments both training loops take from a stage config (the validation data
+    opened here, after the training data, as the loops always had them)."""
+    return dict(steps=config.steps, batch_size=config.batch_size, seed=config.seed, checkpoint_path=output / "training_state.pt",
+                val_dataset=open_spec(config.val_dataset) if config.val_dataset else None, val_every=config.val_every or None,
+                **config.options)
+
+
+@stage(PretrainConfig)
+def run_pretrain(config: PretrainConfig) -> pd.DataFrame:
+    """Supervised pretraining of one backbone (``savfi_core.train.pretrain``); returns the curve."""
+    from savfi_core.train import pretrain
+
+    output, model = _seeded_model(config)
+    curve = pretrain(model, open_spec(config.dataset), **_loop_arguments(config, output), lr=config.lr, optimizer=config.optimizer)
     return _finish_training(curve, output, model.state_dict(), "checkpoint.pt", f"pretrain {config.backbone} ({config.size})")
 
 
@@ -132,21 +141,12 @@ def meta_config_for(meta_config: dict, seed: int, steps: int):
 @stage(MetaTrainConfig)
 def run_meta_train(config: MetaTrainConfig) -> pd.DataFrame:
     """Meta-training (or re-training: ``inner_steps`` 0) from ``weights``; returns the curve."""
-    from savfi_core.backbones import create_model
     from savfi_core.meta import MetaLearner
     from savfi_core.train import meta_train
 
-    output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    model = create_model(config.backbone, size=config.size, weights=config.weights)
+    output, model = _seeded_model(config)
     learner = MetaLearner(model, meta_config_for(config.meta_config, config.seed, config.steps))
-    curve = meta_train(
-        learner, open_spec(config.dataset), steps=config.steps, batch_size=config.batch_size, seed=config.seed,
-        checkpoint_path=output / "training_state.pt",
-        val_dataset=open_spec(config.val_dataset) if config.val_dataset else None, val_every=config.val_every or None,
-        **config.options,
-    )
+    curve = meta_train(learner, open_spec(config.dataset), **_loop_arguments(config, output))
     return _finish_training(curve, output, learner.state_dict(), "meta_checkpoint.pt",
                             f"meta_train {config.backbone} {config.method} seed {config.seed}")
 

@@ -164,17 +164,14 @@ def _check_weights(weights: str | None, backbone: str, size: str, where: Locatio
         return
     if weights == "default":
         from savfi_core.backbones import default_weights_path
-        from savfi_core.backbones.carrier import CarrierWeightsError, locate_carrier_file
-        from savfi_core.backbones.registry import default_weights_source
+        from savfi_core.backbones.carrier import CarrierWeightsError
 
-        source = default_weights_source(backbone, size)
-        if source is None:
-            raise where.error(f"shipped {size} weights for {backbone} (none at {default_weights_path(backbone, size)})", weights)
-        if not isinstance(source, Path):  # carried by a pinned package: installed, and the file it should be
-            try:
-                locate_carrier_file(source)
-            except CarrierWeightsError as error:
-                raise where.error(f"the released {size} weights of {backbone}: {error}", weights) from None
+        try:
+            path = Path(default_weights_path(backbone, size))
+        except CarrierWeightsError as error:  # the carrier package of the authors' release is missing
+            raise where.error(f"{size} weights of {backbone} that can be loaded ({error})", weights) from None
+        if not path.is_file():
+            raise where.error(f"shipped {size} weights for {backbone} (none at {path})", weights)
         return
     if not Path(weights).is_file():
         raise where.error(f'null, "default" or the path of an existing weights file (from {Path.cwd()})', weights)

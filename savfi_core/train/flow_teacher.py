@@ -6,7 +6,8 @@ encode almost no motion, while the classical bilateral block matching below, whi
 ground truth, gains about 1.1 dB over frame averaging on the same held-out clips
 (``benchmarks/heldout_per_scene.py``). Its motion field can serve as an extra target in
 pretraining ("flow distillation"), beside the image loss: ``pretrain(..., flow_teacher_weight=w)``
-adds ``w * mean|flow - factor * displacement|`` for each motion field a backbone exposes.
+adds ``w * mean|flow - factor * displacement|`` for each motion field a backbone exposes (its
+registry entry says which keys, and their factors).
 Measured on 2 CPU cores it did not help: 1,500 steps with it ended at +0.10 dB (SuperSloMo) and
 +0.07 dB (DVF), no better than without (README, "Shipped tiny weights"). It stays as an option
 for longer runs, and the matcher as the classical reference of the benchmark.
@@ -82,31 +83,31 @@ def bilateral_middle(frame0: Tensor, frame1: Tensor, displacement: Tensor) -> Te
     return (backwarp(frame0, -displacement, padding_mode="border") + backwarp(frame1, displacement, padding_mode="border")) / 2
 
 
-def model_motion_fields(aux: dict[str, Tensor]) -> list[tuple[str, Tensor, float]]:
-    """The motion fields a backbone's output exposes, each as (name, field, factor).
+def model_motion_fields(model_name: str | None, aux: dict[str, Tensor]) -> list[tuple[str, Tensor, float]]:
+    """The motion fields a backbone's output exposes, each as (name, field, factor): the field
+    should equal ``factor * displacement`` of :func:`bilateral_displacement`.
 
-    A field should equal ``factor * displacement`` of :func:`bilateral_displacement`:
-      'flow_0_1' (F_0->1: frame1 at x + F ~ frame0 at x; SuperSloMo, RRIN, DAIN's PWC-Net): 2 s
-      'flow_1_0' (F_1->0): -2 s
-      'flow' (DVF's symmetric d: frame0 at x - d, frame1 at x + d): s
-      'flow_t_0', 'flow_t_1' (RIFE's intermediate flows, at the middle frame: frame0 at x + F_t->0,
-          frame1 at x + F_t->1): -s and s
-    F_0->1 lives at frame0's pixels and s at the middle frame's: for the smooth motion the teacher
-    finds, the difference is below its integer resolution.
+    Which keys are motion fields, and their sign and scale, is part of each backbone's record in
+    the registry (``register_model(..., motion_fields=...)``; the conventions are
+    ``savfi_core.backbones.common.FLOWS_BETWEEN_INPUTS``, ``SYMMETRIC_FLOW`` and
+    ``INTERMEDIATE_FLOWS``).
     """
-    if "flow_0_1" in aux and "flow_1_0" in aux:
-        return [("flow_0_1", aux["flow_0_1"], 2.0), ("flow_1_0", aux["flow_1_0"], -2.0)]
-    if "flow_t_0" in aux and "flow_t_1" in aux:
-        return [("flow_t_0", aux["flow_t_0"], -1.0), ("flow_t_1", aux["flow_t_1"], 1.0)]
-    if "flow" in aux:
-        return [("flow", aux["flow"], 1.0)]
-    raise ValueError(
-        f"this backbone exposes no motion field to distil into (aux keys: {sorted(aux)}); "
-        f"flow_teacher_weight needs 'flow_0_1'/'flow_1_0', 'flow_t_0'/'flow_t_1' or 'flow'"
-    )
+    from savfi_core.backbones.registry import model_entry
+
+    if model_name is None:
+        raise ValueError("the flow teacher needs a registered backbone (built by create_model): its registry entry "
+                         "names its motion fields")
+    declared = model_entry(model_name).motion_fields
+    if not declared:
+        raise ValueError(f"backbone {model_name!r} exposes no motion field to distil into (aux keys: {sorted(aux)}); "
+                         f"flow_teacher_weight needs a backbone whose registry entry declares motion_fields")
+    missing = [field.key for field in declared if field.key not in aux]
+    if missing:
+        raise ValueError(f"backbone {model_name!r} declares motion fields {missing} that its output lacks (aux keys: {sorted(aux)})")
+    return [(field.key, aux[field.key], field.factor) for field in declared]
 
 
-def flow_teacher_loss(aux: dict[str, Tensor], displacement: Tensor) -> Tensor:
+def flow_teacher_loss(model_name: str | None, aux: dict[str, Tensor], displacement: Tensor) -> Tensor:
     """Mean over the backbone's motion fields of mean |field - factor * displacement| (pixels)."""
-    fields = model_motion_fields(aux)
+    fields = model_motion_fields(model_name, aux)
     return sum((field - factor * displacement).abs().mean() for _, field, factor in fields) / len(fields)

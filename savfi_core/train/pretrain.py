@@ -140,7 +140,7 @@ def pretrain(
         terms = dict(model.loss(output, target))
         if flow_teacher_weight > 0:
             displacement = bilateral_displacement(frame0, frame1, flow_teacher_radius, flow_teacher_window)
-            terms["flow_teacher"] = flow_teacher_weight * flow_teacher_loss(output.aux, displacement)
+            terms["flow_teacher"] = flow_teacher_weight * flow_teacher_loss(getattr(model, "model_name", None), output.aux, displacement)
             terms["total"] = terms["total"] + terms["flow_teacher"]
         if distributed.enabled:
             terms = {name: share * value for name, value in terms.items()}
