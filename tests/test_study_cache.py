@@ -83,7 +83,7 @@ def test_the_stage_notebooks_depend_on_what_their_stage_function_reaches(package
 STAGE_CALLS = {
     "evaluate": """run_evaluate(backbone="dvf", size="tiny", weights="default", protocols=["baseline", "finetune"],
     meta_configs={"finetune": {"inner_steps": 1, "inner_lr": 1e-4, "inner_rule": "adam"}},
-    datasets=[{"name": "clips", "split": "test", "stride": 35, "crop_size": 32}], inner_steps=[1], max_samples=1,
+    datasets=[{"name": "clips", "split": "test", "stride": 35, "augment": True, "flip": False, "crop_size": 32}], inner_steps=[1], max_samples=1,
     qualitative=1, output_dir=str(OUTPUT / "evaluate"))""",
     "report": """run_report(evaluation_dirs=[str(OUTPUT / "evaluate")], grid_name="x", qualitative=1, output_dir=str(OUTPUT / "report"))""",
 }
