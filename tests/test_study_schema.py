@@ -28,7 +28,7 @@ BAD_VALUES = {
     "steps as a word": ("  steps: 8\n", "  steps: three\n", "meta_train.steps", "an integer >= 1", "'three'"),
     "fractional steps": ("  steps: 8\n", "  steps: 2.5\n", "meta_train.steps", "an integer >= 1", "2.5"),
     "zero batch size": ("  batch_size: 2\n", "  batch_size: 0\n", "meta_train.batch_size", "an integer >= 1", "0"),
-    "negative inner steps": ("  inner_steps: [1, 2]\n", "  inner_steps: [-1]\n", "evaluate.inner_steps[0]", "an integer >= 1", "-1"),
+    "negative inner steps": ("  inner_steps: [1]\n", "  inner_steps: [-1]\n", "evaluate.inner_steps[0]", "an integer >= 1", "-1"),
     "inner_lr as a word": ("    inner_lr: 1.0e-4\n", "    inner_lr: fast\n", "meta_train.config.inner_lr", "a number", "'fast'"),
     "max_samples as a word": ("  qualitative: 2\n", "  qualitative: 2\n  max_samples: two\n", "evaluate.max_samples",
                               "an integer >= 1", "'two'"),
