@@ -75,22 +75,38 @@ def _processes_with_token(token: str, holding: Path | None = None) -> list[int]:
 
     With ``holding`` (a file), also every process with a descriptor open on it: an exiting
     process has already dropped its memory (its environ reads empty) while it still holds its
-    files, and a run-lock descriptor keeps the folder locked until the kernel closes it.
+    files, and a run-lock descriptor keeps the folder locked until the kernel closes it. A killed
+    multi-threaded process can show its leader as a zombie while its other threads still run and
+    hold its files: it is read through a live thread then.
     """
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        probe = _live_thread(entry)
+        if probe is None:  # gone, or a zombie with every thread gone: it does nothing and holds nothing
+            continue
         try:
-            environment = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            environment = (probe / "environ").read_bytes()
         except OSError:
-            continue
-        if state == "Z":  # a zombie does nothing and holds nothing; its parent reaps it
-            continue
-        if token.encode() in environment or (holding is not None and _has_open(entry, holding)):
+            environment = b""
+        if token.encode() in environment or (holding is not None and _has_open(probe, holding)):
             found.append(int(entry.name))
     return found
+
+
+def _live_thread(process: Path) -> Path | None:
+    """The process's /proc folder if its leader is not a zombie, else that of a live thread."""
+    try:
+        if _state(process) != "Z":
+            return process
+        return next((task for task in (process / "task").iterdir() if _state(task) != "Z"), None)
+    except OSError:
+        return None
+
+
+def _state(entry: Path) -> str:
+    return (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def _has_open(process: Path, file: Path) -> bool:
