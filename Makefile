@@ -11,7 +11,8 @@ STAMP := $(VENV)/.savfi-installed
 venv: $(STAMP)
 
 $(STAMP): requirements.lock requirements-carriers.lock pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# a .venv whose python does not run (a dangling link, a copy from another machine) is rebuilt
+	$(PY) -c '' 2>/dev/null || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-carriers.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
