@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -292,6 +293,44 @@ def test_adapt_changes_parameters_and_leaves_the_model_untouched(algorithm):
     network = dict(model.named_parameters())
     assert all(not torch.equal(adapted[name], network[name]) for name in learner.adapted_names)
     assert all(not value.requires_grad for value in adapted.values())
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("support_loss", ["triplets", "cycle"])
+def test_one_sweep_of_adaptation_equals_separate_adaptations(algorithm, support_loss):
+    # MAML++ trains 2 steps with per-step BatchNorm: counts 3 and 5 go past the learned copies
+    learner = MetaLearner(toy_model(dtype=torch.float64, batchnorm=True), algorithm=algorithm, inner_steps=2, inner_lr=0.05,
+                          support_loss=support_loss)
+    sample = random_septuplet(dtype=torch.float64)
+    sweep = learner.adapt_steps(sample, [3, 0, 1, 5])
+    assert [count for count, _, _ in sweep] == [3, 0, 1, 5]
+    seconds = {count: value for count, _, value in sweep}
+    assert seconds[0] <= seconds[1] <= seconds[3] <= seconds[5]
+    for count, params, _ in sweep:
+        separate = learner.adapt(sample, count)
+        assert params.keys() == separate.keys()
+        for name, value in separate.items():
+            assert torch.equal(params[name], value), (count, name)
+    moved = {count: max((params[name] - sweep[1][1][name]).abs().max().item() for name in learner.adapted_names) for count, params, _ in sweep}
+    assert moved[0] == 0 and 0 < moved[1] < moved[3] < moved[5]
+    with pytest.raises(ValueError, match="counts >= 0"):
+        learner.adapt_steps(sample, [])
+
+
+def test_evaluate_with_a_sweep_gives_the_rows_of_separate_evaluations(vimeo_test):
+    model = toy_model()
+    config = MetaConfig(inner_steps=1, inner_lr=1e-3)
+    protocols = ("baseline", "finetune", "cycle")
+    swept = evaluate(model, vimeo_test, protocols=protocols, config=config, steps=[2, 1])
+    separate = {count: evaluate(model, vimeo_test, protocols=protocols, config=config, steps=count) for count in (2, 1)}
+    columns = ["sequence", "protocol", "inner_steps", "psnr", "ssim", "psnr_before", "psnr_after"]
+    for protocol in ("finetune", "cycle"):
+        rows = swept[swept.protocol == protocol]
+        assert rows.inner_steps.tolist() == [2] * len(vimeo_test) + [1] * len(vimeo_test)
+        expected = pd.concat([separate[count][separate[count].protocol == protocol] for count in (2, 1)], ignore_index=True)
+        pd.testing.assert_frame_equal(rows[columns].reset_index(drop=True), expected[columns])
+    baseline = swept[swept.protocol == "baseline"]
+    assert len(baseline) == len(vimeo_test) and (baseline.inner_steps == 0).all()
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

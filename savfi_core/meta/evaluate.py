@@ -78,14 +78,22 @@ def evaluate(
     return evaluate_protocols(protocols_for(model_or_learner, tuple(protocols), config), dataset, steps=steps, limit=limit)
 
 
-def evaluate_protocols(protocols: Sequence, dataset: Iterable, *, steps: int | None = None, limit: int | None = None) -> pd.DataFrame:
-    """One row per (sample, protocol) for protocol objects (``savfi_core.study.protocols``)."""
+def evaluate_protocols(protocols: Sequence, dataset: Iterable, *, steps: int | Sequence[int] | None = None,
+                       limit: int | None = None) -> pd.DataFrame:
+    """One row per (sample, protocol) for protocol objects (``savfi_core.study.protocols``).
+
+    steps: test-time inner steps of the adapting protocols: one count (None: each config's
+        ``inner_steps``), or a sweep of counts, which gives one row per count and costs one inner
+        loop of the largest count per sample (``MetaLearner.adapt_steps``). Rows are ordered by
+        count as given, then by sample.
+    """
     from savfi_core.metrics import psnr as compute_psnr, ssim as compute_ssim
 
     models = {id(protocol.learner.model): protocol.learner.model for protocol in protocols}
     was_training = {key: model.training for key, model in models.items()}
     for model in models.values():
         model.eval()
+    sweep = None if steps is None or isinstance(steps, int) else [int(count) for count in steps]
     rows = []
     try:
         for count, sample in enumerate(dataset):
@@ -104,32 +112,41 @@ def evaluate_protocols(protocols: Sequence, dataset: Iterable, *, steps: int | N
                     )
                 before = protocol.predict(sample).clamp(0, 1)
                 psnr_before = compute_psnr(before, target)
-                if protocol.adapts:
-                    prediction, seconds = protocol.adapt_and_predict(sample, steps)
-                    prediction = prediction.clamp(0, 1)
-                else:
-                    prediction, seconds = before, 0.0
                 config = protocol.learner.config
-                rows.append(
-                    {
-                        "sequence": sample.name,
-                        "protocol": protocol.name,
-                        "algorithm": protocol.algorithm,
-                        "inner_rule": protocol.inner_rule,
-                        "inner_steps": (config.inner_steps if steps is None else steps) if protocol.adapts else 0,
-                        # the starting value of the learned rates (maml++, metasgd); none without adaptation
-                        "inner_lr": config.inner_lr if protocol.adapts else float("nan"),
-                        "psnr": compute_psnr(prediction, target),
-                        "ssim": compute_ssim(prediction, target),
-                        "psnr_before": psnr_before,
-                        "psnr_after": compute_psnr(prediction, target),
-                        "adapt_seconds": seconds,
-                    }
-                )
+                if not protocol.adapts:
+                    outcomes = [(0, before, 0.0)]
+                elif sweep is not None:
+                    outcomes = protocol.adapt_and_predict_steps(sample, sweep)
+                else:
+                    prediction, seconds = protocol.adapt_and_predict(sample, steps)
+                    outcomes = [(config.inner_steps if steps is None else steps, prediction, seconds)]
+                for order, (inner_steps, prediction, seconds) in enumerate(outcomes):
+                    prediction = prediction.clamp(0, 1)
+                    value = compute_psnr(prediction, target)
+                    rows.append(
+                        {
+                            "sequence": sample.name,
+                            "protocol": protocol.name,
+                            "algorithm": protocol.algorithm,
+                            "inner_rule": protocol.inner_rule,
+                            "inner_steps": inner_steps,
+                            # the starting value of the learned rates (maml++, metasgd); none without adaptation
+                            "inner_lr": config.inner_lr if protocol.adapts else float("nan"),
+                            "psnr": value,
+                            "ssim": compute_ssim(prediction, target),
+                            "psnr_before": psnr_before,
+                            "psnr_after": value,
+                            "adapt_seconds": seconds,
+                            "_order": order,
+                        }
+                    )
     finally:
         for key, model in models.items():
             model.train(was_training[key])
-    return pd.DataFrame(rows)
+    if not rows:
+        return pd.DataFrame(rows)
+    # count-major, as separate evaluations at each count would be concatenated
+    return pd.DataFrame(rows).sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
 def evaluate_frame_average(dataset: Iterable, *, limit: int | None = None) -> pd.DataFrame:

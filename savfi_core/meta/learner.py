@@ -561,19 +561,43 @@ class MetaLearner:
         own parameters and buffers are not modified. Works in any grad mode. ``steps`` beyond
         the trained ``inner_steps`` reuse the last learned LSLR rate and BatchNorm copy.
         """
+        steps = self.config.inner_steps if steps is None else steps
+        return self.adapt_steps(sample, [steps])[0][1]
+
+    def adapt_steps(self, sample, steps: Sequence[int]) -> list[tuple[int, dict[str, Tensor], float]]:
+        """:meth:`adapt` after each step count in ``steps``, from one run of the inner loop.
+
+        Returns ``(count, params, seconds)`` in the order of ``steps``; ``seconds`` is the adaptation
+        time up to that count. Step ``k`` of the inner loop depends only on ``k`` (its LSLR rate,
+        its BatchNorm copy), never on how many steps follow, so the params after 3 steps of a
+        5-step run are those of a 3-step run: a test-time sweep costs its largest count, not the
+        sum of its counts.
+        """
+        counts = [int(count) for count in steps]
+        if not counts or min(counts) < 0:
+            raise ValueError(f"steps must be a non-empty list of counts >= 0, got {list(steps)}")
         config = self.config
-        steps = config.inner_steps if steps is None else steps
+        start = time.perf_counter()
         task = make_task(sample, with_query_target=False)
         if task.batch_size != 1:
             raise ValueError(f"adapt takes one sample, got a batch of {task.batch_size} ({task.names})")
         network = dict(self.model.named_parameters())
         params = {name: network[name].detach().clone().requires_grad_(True) for name in self.adapted_names}
+        reached: dict[int, tuple[dict[str, Tensor], float]] = {}
+
+        def keep(count: int) -> None:
+            if count in counts:
+                result = {name: value.detach().clone() for name, value in params.items()}
+                result.update({name: value.detach().clone() for name, value in self._per_step_batchnorm(count, clone=True).items()})
+                reached[count] = (result, time.perf_counter() - start)
+
         with torch.enable_grad():
             if config.attenuates_initialization:
                 attenuated = self._attenuate(task, params)
                 params = {name: value.detach().requires_grad_(True) for name, value in attenuated.items()}
             state = inner_rules.initial_state(config.inner_rule, params)
-            for step in range(steps):
+            keep(0)
+            for step in range(max(counts)):
                 buffers = self._buffers(clone=True)
                 support_loss = self._support_loss(params, step, task, buffers)
                 grads = self._gradients(support_loss, params, create_graph=False)
@@ -581,9 +605,8 @@ class MetaLearner:
                     config.inner_rule, params, grads, state, self._rates(step, detach=True), config.inner_betas, config.inner_eps
                 )
                 params = {name: value.detach().requires_grad_(True) for name, value in params.items()}
-        result = {name: value.detach() for name, value in params.items()}
-        result.update({name: value.detach().clone() for name, value in self._per_step_batchnorm(steps, clone=True).items()})
-        return result
+                keep(step + 1)
+        return [(count, *reached[count]) for count in counts]
 
     def support_loss(self, sample, params: dict[str, Tensor] | None = None) -> float:
         """The inner loss (``config.support_loss``) of one sample's support frames with ``params``

@@ -63,6 +63,14 @@ class EvaluationProtocol:
         prediction, _, seconds = self.learner.adapt_and_predict(sample, steps)
         return prediction, seconds
 
+    def adapt_and_predict_steps(self, sample, steps: list[int]) -> list[tuple[int, Tensor, float]]:
+        """(count, prediction, seconds spent adapting) after each count of a test-time sweep, from
+        one run of the inner loop (``MetaLearner.adapt_steps``)."""
+        if not self.adapts:
+            raise ValueError(f"protocol {self.name!r} does not adapt; it has no test-time steps")
+        return [(count, self.learner.predict(sample, params), seconds)
+                for count, params, seconds in self.learner.adapt_steps(sample, steps)]
+
 
 def unadapted(name: str, model: nn.Module) -> EvaluationProtocol:
     """baseline or retrained: the network as it is (no per-step BatchNorm copies)."""

@@ -204,14 +204,15 @@ def run_evaluate(config: EvaluateConfig) -> pd.DataFrame:
             reference = evaluate_frame_average(dataset, limit=config.max_samples)
             headline_rows.append(reference.assign(**identity, dataset=label, algorithm=""))
         for method, protocol in chosen.items():
-            sweep = config.inner_steps if protocol.adapts else [0]
-            for steps in sweep:
-                frame = evaluate_protocols([protocol], dataset, steps=steps if protocol.adapts else None, limit=config.max_samples)
-                frame = frame.assign(**identity, dataset=label, algorithm=method if protocol.name == "meta" else "")
-                if protocol.adapts:
-                    step_rows.append(frame)
-                if steps == sweep[0]:
-                    headline_rows.append(frame)
+            # one inner loop per sample gives every count of the sweep (MetaLearner.adapt_steps)
+            frame = evaluate_protocols([protocol], dataset, steps=list(config.inner_steps) if protocol.adapts else None,
+                                       limit=config.max_samples)
+            frame = frame.assign(**identity, dataset=label, algorithm=method if protocol.name == "meta" else "")
+            if protocol.adapts:
+                step_rows.append(frame)
+                headline_rows.append(frame[frame["inner_steps"] == int(config.inner_steps[0])])
+            else:
+                headline_rows.append(frame)
         crop_rows += _save_crops(dataset, label, chosen, config, output)
 
     columns = ["backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed", "psnr", "ssim", "adapt_seconds",
