@@ -189,6 +189,41 @@ def meta_gains_over_finetuning(metrics: pd.DataFrame, column: str = "psnr", refe
     return gains[~gains["method"].isin(NON_META_METHODS)].reset_index(drop=True)
 
 
+def gains_by_inner_steps(steps_metrics: pd.DataFrame, reference: str = "finetune") -> pd.DataFrame:
+    """:func:`meta_gains_over_finetuning` at each number of test-time inner steps: the meta-trained
+    method and ``reference`` ('finetune' or 'cycle') adapted with the same count on the same
+    sequences. steps_metrics: the rows of ``steps.csv`` with a ``method`` column. Columns as
+    :func:`paired_gains` plus inner_steps."""
+    parts = [meta_gains_over_finetuning(frame, reference=reference).assign(inner_steps=int(count))
+             for count, frame in steps_metrics.groupby("inner_steps", sort=True)]
+    parts = [part for part in parts if not part.empty]
+    if not parts:
+        return pd.DataFrame(columns=[*GROUP_COLUMNS, "method", "gain", "gain_low", "gain_high", "n_sequences", "wins", "inner_steps"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def adaptation_time(steps_metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean wall seconds of test-time adaptation per frame (the inner loop, not the prediction)
+    for each (backbone, size, dataset, method, inner_steps), over sequences and seeds; frame sizes
+    differ between datasets, so they are kept apart. Columns: backbone, size, dataset, method,
+    inner_steps, adapt_seconds, n_frames."""
+    keys = [*GROUP_COLUMNS, "method", "inner_steps"]
+    table = steps_metrics.groupby(keys, sort=False).agg(adapt_seconds=("adapt_seconds", "mean"),
+                                                        n_frames=("adapt_seconds", "size")).reset_index()
+    return table.sort_values(keys, key=_sort_series).reset_index(drop=True)
+
+
+def _steps(count: int) -> str:
+    return f"{count} inner step" + ("" if count == 1 else "s")
+
+
+def format_time_table(times: pd.DataFrame, style: str = "md") -> str:
+    """Rows backbones (x dataset), columns methods; mean adaptation seconds per frame."""
+    texts, best = _method_table(times.assign(fastest=-times["adapt_seconds"]), "fastest", lambda row: f"{row['adapt_seconds']:.2f}")
+    caption = "Mean wall time of test-time adaptation per frame (s) on the machine of the run; prediction not included."
+    return _render(texts, best & False, style, caption)
+
+
 def adaptation_settings(metrics: pd.DataFrame) -> pd.DataFrame:
     """What each adapting row did at test time: backbone, size, method, inner rule, inner
     learning rate (the starting value of learned rates) and the headline inner steps."""
@@ -380,6 +415,111 @@ def plot_gain_vs_steps(steps_metrics: pd.DataFrame, baseline: pd.DataFrame, refe
     return figure
 
 
+def load_training_curves(evaluation_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """The meta-training curves behind the evaluated checkpoints: each evaluation job's
+    ``parameters.yaml`` names its checkpoints (method -> meta_checkpoint.pt), and the training loop
+    wrote ``training_state.curve.csv`` beside each. One row per (backbone, method, seed, step);
+    empty when no curve is found (e.g. evaluations of given weights only)."""
+    import yaml
+
+    parts = []
+    for folder in evaluation_dirs:
+        parameters_path = Path(folder) / "parameters.yaml"
+        if not parameters_path.is_file():
+            continue
+        parameters = yaml.safe_load(parameters_path.read_text()) or {}
+        for method, checkpoint in (parameters.get("checkpoints") or {}).items():
+            curve_path = Path(checkpoint).with_name("training_state.curve.csv")
+            if curve_path.is_file():
+                curve = pd.read_csv(curve_path)
+                parts.append(curve.assign(backbone=parameters.get("backbone"), method=method, seed=parameters.get("seed")))
+    if not parts:
+        return pd.DataFrame(columns=["backbone", "method", "seed", "step"])
+    curves = pd.concat(parts, ignore_index=True)
+    return curves.drop_duplicates(["backbone", "method", "seed", "step"]).reset_index(drop=True)
+
+
+def summarize_training(curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per meta-training run: outer steps, steps the divergence guard rejected, the mean
+    training loss of the first and the last tenth of the steps, and the first and last validation
+    PSNR after adaptation (NaN without validation)."""
+    rows = []
+    for (backbone, method, seed), run in curves.groupby(["backbone", "method", "seed"], sort=True):
+        run = run.sort_values("step")
+        tenth = max(1, len(run) // 10)
+        validated = run[run["val_psnr"].notna()] if "val_psnr" in run else run.iloc[0:0]
+        rows.append({"backbone": backbone, "method": method, "seed": seed, "steps": int(run["step"].max()),
+                     "rejected": int(run["skipped"].astype(bool).sum()) if "skipped" in run else 0,
+                     "loss_first_tenth": float(run["loss"].head(tenth).mean()), "loss_last_tenth": float(run["loss"].tail(tenth).mean()),
+                     "val_psnr_first": float(validated["val_psnr"].iloc[0]) if len(validated) else float("nan"),
+                     "val_psnr_last": float(validated["val_psnr"].iloc[-1]) if len(validated) else float("nan"),
+                     "val_first_step": int(validated["step"].iloc[0]) if len(validated) else -1})
+    return pd.DataFrame(rows)
+
+
+def plot_training_curves(curves: pd.DataFrame, starts: pd.DataFrame | None = None):
+    """Meta-training curves, one column per backbone: the training loss (running mean over a
+    twelfth of the steps: one batch's loss varies several-fold with the motion of its crops) and,
+    where the runs validated, the validation PSNR after adaptation. Seeds thin, their mean bold.
+
+    starts: optional rows (backbone, method, val_psnr) of the same validation with the starting
+    weights, drawn at step 0."""
+    plt = pyplot()
+    backbones = sorted(curves["backbone"].unique())
+    validated = "val_psnr" in curves and curves["val_psnr"].notna().any()
+    from matplotlib.ticker import MaxNLocator
+
+    per_backbone = 2 if validated else 1
+    columns = min(4, len(backbones))
+    blocks = math.ceil(len(backbones) / columns)
+    grid, grid_axes = plt.subplots(per_backbone * blocks, columns, figsize=(4.2 * columns, 3.0 * per_backbone * blocks), squeeze=False)
+    figure = grid
+    # axes[r][i]: row r (loss, validation) of backbone i
+    axes = [[grid_axes[(index // columns) * per_backbone + row][index % columns] for index in range(len(backbones))]
+            for row in range(per_backbone)]
+    for axis in grid_axes.flat:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for index in range(len(backbones), blocks * columns):
+        for row in range(per_backbone):
+            grid_axes[(index // columns) * per_backbone + row][index % columns].axis("off")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = sorted(curves["method"].unique(), key=_method_sort_key)
+    color_of = {method: colors[index % len(colors)] for index, method in enumerate(methods)}
+    for column, backbone in enumerate(backbones):
+        subset = curves[curves["backbone"] == backbone]
+        for method, runs in subset.groupby("method", sort=False):
+            window = max(1, int(runs["step"].max()) // 12)
+            smoothed = [run.sort_values("step").set_index("step")["loss"].rolling(window, min_periods=1).mean()
+                        for _, run in runs.groupby("seed")]
+            for line in smoothed:
+                axes[0][column].plot(line.index, line.values, color=color_of[method], linewidth=0.6, alpha=0.35)
+            mean = pd.concat(smoothed, axis=1).mean(axis=1)
+            axes[0][column].plot(mean.index, mean.values, color=color_of[method], linewidth=1.6, label=method_label(method))
+            if validated:
+                points = runs[runs["val_psnr"].notna()]
+                if points.empty:
+                    continue
+                for _, run in points.groupby("seed"):
+                    axes[1][column].plot(run["step"], run["val_psnr"], color=color_of[method], linewidth=0.6, alpha=0.35, marker=".")
+                average = points.groupby("step")["val_psnr"].mean()
+                steps, values = list(average.index), list(average.values)
+                if starts is not None:
+                    start = starts[(starts["backbone"] == backbone) & (starts["method"] == method)]
+                    if not start.empty:
+                        steps, values = [0, *steps], [float(start["val_psnr"].iloc[0]), *values]
+                axes[1][column].plot(steps, values, color=color_of[method], linewidth=1.6, marker="o", label=method_label(method))
+        axes[0][column].set_title(str(backbone), fontsize="small")
+        axes[0][column].set_xlabel("outer step")
+        axes[0][column].set_ylabel("training loss (running mean)")
+        axes[0][column].legend(fontsize="x-small")
+        if validated:
+            axes[1][column].set_xlabel("outer step")
+            axes[1][column].set_ylabel("validation PSNR after adaptation (dB)")
+            axes[1][column].legend(fontsize="x-small")
+    figure.tight_layout()
+    return figure
+
+
 def crop_image(path: str | os.PathLike) -> np.ndarray:
     """A saved crop as float [H,W,3] in [0,1] (``savfi_core.data.read_image``, channels last)."""
     from savfi_core.data import read_image
@@ -482,6 +622,7 @@ def write_report(
     steps_metrics: pd.DataFrame | None = None,
     crops: pd.DataFrame | None = None,
     qualitative: int = 3,
+    curves: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write metrics.csv, table_psnr.md/.tex (both tables) and figures/ into ``output_dir``.
 
@@ -506,6 +647,12 @@ def write_report(
     over_finetuning.to_csv(output_dir / "gains_over_finetune.csv", index=False)
     if not over_cycle.empty:
         over_cycle.to_csv(output_dir / "gains_over_cycle.csv", index=False)
+    if steps_metrics is not None and not steps_metrics.empty:
+        by_steps = [gains_by_inner_steps(steps_metrics, reference).assign(reference=reference) for reference in ("finetune", "cycle")]
+        by_steps = [frame for frame in by_steps if not frame.empty]
+        if by_steps:
+            pd.concat(by_steps, ignore_index=True).to_csv(output_dir / "gains_by_inner_steps.csv", index=False)
+        adaptation_time(steps_metrics).to_csv(output_dir / "adaptation_time.csv", index=False)
     for style in ("md", "tex"):
         text = "## PSNR / SSIM\n\n" if style == "md" else "% PSNR / SSIM\n"
         text += format_psnr_table(summary, style)
@@ -520,6 +667,21 @@ def write_report(
             text += ("\n## Paired gain of meta-training over cycle-consistency fine-tuning\n\n" if style == "md"
                      else "\n% Paired gain of meta-training over cycle-consistency fine-tuning\n")
             text += format_gain_table(over_cycle, style, reference="cycle-consistency fine-tuning at test time")
+        if steps_metrics is not None and not steps_metrics.empty and steps_metrics["inner_steps"].nunique() > 1:
+            for reference, title in (("finetune", "plain fine-tuning"), ("cycle", "cycle-consistency fine-tuning")):
+                by_steps = gains_by_inner_steps(steps_metrics, reference)
+                if by_steps.empty:
+                    continue
+                text += (f"\n## Paired gain of meta-training over {title}, by test-time inner steps\n" if style == "md"
+                         else f"\n% Paired gain of meta-training over {title}, by test-time inner steps\n")
+                for count, frame in by_steps.groupby("inner_steps", sort=True):
+                    text += f"\n### {_steps(count)}\n\n" if style == "md" else f"% {_steps(count)}\n"
+                    text += format_gain_table(frame, style, reference=f"{title} at test time, both with {_steps(count)}")
+        if steps_metrics is not None and not steps_metrics.empty:
+            text += ("\n## Adaptation time per frame\n" if style == "md" else "\n% Adaptation time per frame\n")
+            for count, frame in adaptation_time(steps_metrics).groupby("inner_steps", sort=True):
+                text += f"\n### {_steps(count)}\n\n" if style == "md" else f"% {_steps(count)}\n"
+                text += format_time_table(frame, style)
         settings = adaptation_settings(metrics)
         if not settings.empty:
             text += "\n## Test-time adaptation settings\n\n" if style == "md" else "\n% Test-time adaptation settings\n"
@@ -541,6 +703,13 @@ def write_report(
         figure = plot_gain_vs_steps(steps_metrics, baseline_rows, baseline)
         written["steps_figure"] = figures / "gain_vs_steps.png"
         figure.savefig(written["steps_figure"], dpi=120)
+        plt.close(figure)
+    if curves is not None and not curves.empty:
+        written["training"] = output_dir / "meta_training.csv"
+        summarize_training(curves).to_csv(written["training"], index=False)
+        figure = plot_training_curves(curves)
+        written["training_figure"] = figures / "meta_training.png"
+        figure.savefig(written["training_figure"], dpi=120)
         plt.close(figure)
     if crops is not None and not crops.empty and qualitative > 0:
         # choose among the sequences whose crops were saved

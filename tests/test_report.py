@@ -159,3 +159,64 @@ def test_a_missing_method_and_a_latex_special_name_render_as_before(metrics):
     row = next(line for line in tex if line.startswith("rife\\_v4 & "))
     assert row.endswith(" & -- \\\\") and row.count("\\textbf{") == 1
     assert tex[-2].startswith("\\caption{Mean PSNR (dB) / SSIM [95\\% bootstrap") and tex[-1] == "\\end{table}"
+
+
+def test_gains_by_inner_steps_pair_equal_counts_and_time_per_frame(tmp_path):
+    from savfi_core.report import adaptation_time, gains_by_inner_steps
+
+    steps = synthetic_metrics(steps_sweep=True)
+    steps["method"] = [a if p == "meta" else p for p, a in zip(steps["protocol"], steps["algorithm"])]
+    steps.loc[steps["method"] == "maml", "adapt_seconds"] = 0.25 * steps.loc[steps["method"] == "maml", "inner_steps"]
+    gains = gains_by_inner_steps(steps, "finetune")
+    assert sorted(gains["inner_steps"].unique()) == [1, 2, 4] and set(gains["method"]) == {"maml", "metasgd"}
+    # both adapt with the same count, so the +0.1 dB per step cancels: the offsets' difference stays
+    for _, row in gains.iterrows():
+        expected = OFFSETS[row["backbone"]][row["method"]] - OFFSETS[row["backbone"]]["finetune"]
+        assert abs(row["gain"] - expected) < 0.03, row.to_dict()
+        assert row["n_sequences"] == len(SEQUENCES)
+    times = adaptation_time(steps).set_index(["backbone", "method", "inner_steps"])
+    assert times.loc[("dvf", "maml", 4), "adapt_seconds"] == pytest.approx(1.0)
+    assert times.loc[("dvf", "maml", 4), "n_frames"] == 2 * len(SEQUENCES)  # two seeds
+    assert gains_by_inner_steps(steps[steps["method"] != "finetune"], "finetune").empty
+
+    metrics_path = tmp_path / "metrics.csv"
+    synthetic_metrics().to_csv(metrics_path, index=False)
+    written = write_report(load_metrics([metrics_path]), tmp_path / "out", steps_metrics=steps)
+    text = written["table_md"].read_text()
+    assert "### 2 inner steps" in text and "### 1 inner step\n" in text and "## Adaptation time per frame" in text
+    assert (tmp_path / "out" / "gains_by_inner_steps.csv").is_file() and (tmp_path / "out" / "adaptation_time.csv").is_file()
+
+
+def test_training_curves_are_found_beside_the_evaluated_checkpoints(tmp_path):
+    import yaml
+
+    from savfi_core.report import load_training_curves, summarize_training
+
+    evaluation_dirs = []
+    for seed in (0, 1):
+        checkpoints = {}
+        for method in ("maml", "maml_cycle"):
+            job = tmp_path / f"meta_train-rife_v4-{method}-seed{seed}"
+            job.mkdir()
+            steps = np.arange(1, 21)
+            curve = pd.DataFrame({"step": steps, "loss": 1.0 / steps, "skipped": steps % 10 == 0,
+                                  "val_psnr": np.where(steps % 10 == 0, 30.0 + steps / 10, np.nan)})
+            curve.to_csv(job / "training_state.curve.csv", index=False)
+            checkpoints[method] = str(job / "meta_checkpoint.pt")
+        evaluation = tmp_path / f"evaluate-rife_v4-seed{seed}"
+        evaluation.mkdir()
+        (evaluation / "parameters.yaml").write_text(yaml.safe_dump({"backbone": "rife_v4", "seed": seed, "checkpoints": checkpoints}))
+        evaluation_dirs.append(evaluation)
+    (tmp_path / "evaluate-rife_v4-pretrained").mkdir()  # no checkpoints, no curves
+    curves = load_training_curves([*evaluation_dirs, tmp_path / "evaluate-rife_v4-pretrained"])
+    assert len(curves) == 2 * 2 * 20 and set(curves["method"]) == {"maml", "maml_cycle"}
+    summary = summarize_training(curves)
+    assert len(summary) == 4 and (summary["rejected"] == 2).all() and (summary["steps"] == 20).all()
+    assert (summary["val_psnr_first"] == 31.0).all() and (summary["val_psnr_last"] == 32.0).all()
+    assert summary["loss_last_tenth"].lt(summary["loss_first_tenth"]).all()
+
+    metrics_path = tmp_path / "metrics.csv"
+    synthetic_metrics().to_csv(metrics_path, index=False)
+    written = write_report(load_metrics([metrics_path]), tmp_path / "out", curves=curves)
+    assert written["training_figure"].is_file() and written["training"].is_file()
+    assert load_training_curves([tmp_path / "evaluate-rife_v4-pretrained"]).empty

@@ -262,7 +262,7 @@ def _save_crops(dataset, label: str, methods: dict, config: EvaluateConfig, outp
 @stage(ReportConfig)
 def run_report(config: ReportConfig) -> dict[str, Path]:
     """Tables and figures of a whole grid (``savfi_core.report.write_report``)."""
-    from savfi_core.report import load_crop_index, load_metrics, method_name, write_report
+    from savfi_core.report import load_crop_index, load_metrics, load_training_curves, method_name, write_report
 
     metrics = load_metrics(config.evaluation_dirs)
     step_files = [Path(folder) / "steps.csv" for folder in config.evaluation_dirs if (Path(folder) / "steps.csv").is_file()]
@@ -272,4 +272,4 @@ def run_report(config: ReportConfig) -> dict[str, Path]:
         steps["method"] = [method_name(p, a) for p, a in zip(steps["protocol"], steps["algorithm"])]
     crops = load_crop_index(config.evaluation_dirs)
     return write_report(metrics, config.output_dir, baseline=config.baseline, steps_metrics=steps, crops=crops,
-                        qualitative=config.qualitative)
+                        qualitative=config.qualitative, curves=load_training_curves(config.evaluation_dirs))
