@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import signal
 import sys
@@ -49,6 +50,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="rerun selected jobs even if finished and unchanged")
     parser.add_argument("--dry-run", action="store_true", help="check every value of the grid and list its jobs; run nothing")
     parser.add_argument("--kernel", help="Jupyter kernel name for papermill (default: the notebook's own)")
+    parser.add_argument("--cold-kernels", action="store_true",
+                        help="start every job's kernel from scratch instead of forking it from one process that has "
+                             "imported torch (savfi_core/study/warm_kernels.py; local executor only)")
     return parser.parse_args(argv)
 
 
@@ -125,8 +129,10 @@ def _run(arguments: argparse.Namespace, grid, jobs: list, grid_dir: Path, all_jo
     start = time.perf_counter()
     interrupted = False
     try:
-        summary = run_jobs(jobs, grid_dir, executor=executor, force=arguments.force, threads=threads,
-                           working_directory=Path.cwd(), kernel_name=arguments.kernel, progress=progress)
+        with _kernel_server(arguments, threads) as warm_kernels:
+            summary = run_jobs(jobs, grid_dir, executor=executor, force=arguments.force, threads=threads,
+                               working_directory=Path.cwd(), kernel_name=arguments.kernel, progress=progress,
+                               warm_kernels=warm_kernels)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -156,6 +162,20 @@ def _run(arguments: argparse.Namespace, grid, jobs: list, grid_dir: Path, all_jo
         print(slowest_jobs_text(ran, 5))
     print(f"timing of every job: {timing_path}")
     return 0 if summary.ok else 1
+
+
+def _kernel_server(arguments: argparse.Namespace, threads: int):
+    """The warm-kernel server of this run (its socket path), or None: cold kernels on Dask (each
+    worker is another machine's process), with --cold-kernels, or where fork is missing."""
+    from savfi_core.study import warm_kernels
+
+    if arguments.executor == "dask" or arguments.cold_kernels or not warm_kernels.available():
+        reason = "dask" if arguments.executor == "dask" else ("--cold-kernels" if arguments.cold_kernels else "no fork here")
+        print(f"kernels: one fresh kernel per job, started from scratch ({reason})", file=sys.stderr)
+        return contextlib.nullcontext(None)
+    from savfi_core.runlock import held_descriptors
+
+    return warm_kernels.warm_kernel_server(threads, keep_descriptors=tuple(held_descriptors()))
 
 
 if __name__ == "__main__":

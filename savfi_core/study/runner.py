@@ -89,13 +89,14 @@ def publish(job_dir: Path, grid_dir: Path) -> None:
 def run_jobs(
     jobs: list[Job], grid_dir: str | os.PathLike, *, executor: concurrent.futures.Executor, force: bool = False,
     threads: int = 1, working_directory: str | os.PathLike | None = None, kernel_name: str | None = None,
-    progress: Callable[[str, str], None] | None = None,
+    progress: Callable[[str, str], None] | None = None, warm_kernels: str | None = None,
 ) -> RunSummary:
     """Run ``jobs`` on ``executor`` as their dependencies allow; reuse cached ones unless ``force``.
 
     When a job fails, its dependants (transitively) are marked skipped and the others continue.
     A dependency outside ``jobs`` (``--only``) must already be done. progress(job_id, status) is
-    called as each job is settled.
+    called as each job is settled. warm_kernels: the socket of this run's warm-kernel server
+    (``savfi_core.study.warm_kernels``), or None for kernels started from scratch.
     """
     grid_dir = Path(grid_dir).resolve()
     working_directory = str(Path(working_directory or os.getcwd()).resolve())
@@ -149,7 +150,7 @@ def run_jobs(
         spec = {"job_id": job_id, "notebook": str(job.notebook), "job_dir": str(job_dir),
                 "parameters": {**resolve_inputs(job, grid_dir), "output_dir": str(job_dir)},
                 "working_directory": working_directory, "threads": threads, "kernel_name": kernel_name,
-                "python": sys.executable, "launcher": job.launcher}
+                "python": sys.executable, "launcher": job.launcher, "warm_kernels": warm_kernels}
         running[executor.submit(execute_job, spec)] = job_id
 
     def finish(future: concurrent.futures.Future) -> None:
