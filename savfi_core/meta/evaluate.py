@@ -9,7 +9,7 @@ same weights (equal for the non-adapting protocols), and the wall time of adapta
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 from torch import nn
@@ -79,13 +79,16 @@ def evaluate(
 
 
 def evaluate_protocols(protocols: Sequence, dataset: Iterable, *, steps: int | Sequence[int] | None = None,
-                       limit: int | None = None) -> pd.DataFrame:
+                       limit: int | None = None, on_prediction: Callable | None = None) -> pd.DataFrame:
     """One row per (sample, protocol) for protocol objects (``savfi_core.study.protocols``).
 
     steps: test-time inner steps of the adapting protocols: one count (None: each config's
         ``inner_steps``), or a sweep of counts, which gives one row per count and costs one inner
         loop of the largest count per sample (``MetaLearner.adapt_steps``). Rows are ordered by
         count as given, then by sample.
+    on_prediction: called as ``on_prediction(index, protocol, inner_steps, prediction)`` with every
+        measured prediction (clamped to [0, 1]; inner_steps 0 without adaptation), e.g. to save
+        some of them as images without computing them twice.
     """
     from savfi_core.metrics import psnr as compute_psnr, ssim as compute_ssim
 
@@ -122,6 +125,8 @@ def evaluate_protocols(protocols: Sequence, dataset: Iterable, *, steps: int | S
                     outcomes = [(config.inner_steps if steps is None else steps, prediction, seconds)]
                 for order, (inner_steps, prediction, seconds) in enumerate(outcomes):
                     prediction = prediction.clamp(0, 1)
+                    if on_prediction is not None:
+                        on_prediction(count, protocol, inner_steps, prediction)
                     value = compute_psnr(prediction, target)
                     rows.append(
                         {

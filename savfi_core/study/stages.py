@@ -203,17 +203,24 @@ def run_evaluate(config: EvaluateConfig) -> pd.DataFrame:
             # The weight-free reference beside the baseline: did the network learn motion at all?
             reference = evaluate_frame_average(dataset, limit=config.max_samples)
             headline_rows.append(reference.assign(**identity, dataset=label, algorithm=""))
+        crop_indices, kept = _crop_indices(dataset, config), {}
+        headline = int(config.inner_steps[0])
+
+        def keep(index: int, protocol, inner_steps: int, prediction, method=None) -> None:
+            if index in crop_indices and inner_steps == (headline if protocol.adapts else 0):
+                kept[(index, method)] = prediction
+
         for method, protocol in chosen.items():
             # one inner loop per sample gives every count of the sweep (MetaLearner.adapt_steps)
             frame = evaluate_protocols([protocol], dataset, steps=list(config.inner_steps) if protocol.adapts else None,
-                                       limit=config.max_samples)
+                                       limit=config.max_samples, on_prediction=functools.partial(keep, method=method))
             frame = frame.assign(**identity, dataset=label, algorithm=method if protocol.name == "meta" else "")
             if protocol.adapts:
                 step_rows.append(frame)
                 headline_rows.append(frame[frame["inner_steps"] == int(config.inner_steps[0])])
             else:
                 headline_rows.append(frame)
-        crop_rows += _save_crops(dataset, label, chosen, config, output)
+        crop_rows += _save_crops(dataset, label, chosen, crop_indices, kept, config, output)
 
     columns = ["backbone", "size", "protocol", "algorithm", "dataset", "sequence", "seed", "psnr", "ssim", "adapt_seconds",
                "inner_steps", "inner_rule", "inner_lr", "psnr_before", "psnr_after"]
@@ -236,21 +243,27 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
     Image.fromarray(array).save(path)
 
 
-def _save_crops(dataset, label: str, methods: dict, config: EvaluateConfig, output: Path) -> list[dict]:
-    """PNG panels (inputs, GT, each method's prediction after the headline inner steps) of
-    ``config.qualitative`` evenly spaced samples, drawn by the protocol objects that were measured."""
+def _crop_indices(dataset, config: EvaluateConfig) -> list[int]:
+    """The ``config.qualitative`` evenly spaced samples whose panels are saved."""
     available = len(dataset) if config.max_samples is None else min(len(dataset), config.max_samples)
     if config.qualitative <= 0 or available == 0:
         return []
-    headline = int(config.inner_steps[0])
+    return sorted({int(i) for i in np.linspace(0, available - 1, min(config.qualitative, available))})
+
+
+def _save_crops(dataset, label: str, methods: dict, indices: list[int], predictions: dict, config: EvaluateConfig,
+                output: Path) -> list[dict]:
+    """PNG panels (inputs, GT, each method's prediction after the headline inner steps) of the
+    samples at ``indices``: the predictions that were measured, kept by the evaluation as
+    (index, method) -> image."""
     rows = []
-    for index in sorted({int(i) for i in np.linspace(0, available - 1, min(config.qualitative, available))}):
+    for index in indices:
         sample = dataset[index]
         target = sample.target_index
         safe_name = f"{label}_{sample.name}".replace("/", "-").replace(":", "-")
         panels = {"input0": sample.frames[target - 1], "input1": sample.frames[target + 1], "gt": sample.frames[target]}
-        for method, protocol in methods.items():
-            panels[method] = protocol.adapt_and_predict(sample, headline)[0]
+        for method in methods:
+            panels[method] = predictions[(index, method)]
         for panel, image in panels.items():
             relative = f"crops/{safe_name}_{panel}.png"
             _save_png(torch.as_tensor(image), output / relative)
