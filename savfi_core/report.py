@@ -457,13 +457,10 @@ def summarize_training(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_training_curves(curves: pd.DataFrame, starts: pd.DataFrame | None = None):
+def plot_training_curves(curves: pd.DataFrame):
     """Meta-training curves, one column per backbone: the training loss (running mean over a
     twelfth of the steps: one batch's loss varies several-fold with the motion of its crops) and,
-    where the runs validated, the validation PSNR after adaptation. Seeds thin, their mean bold.
-
-    starts: optional rows (backbone, method, val_psnr) of the same validation with the starting
-    weights, drawn at step 0."""
+    where the runs validated, the validation PSNR after adaptation. Seeds thin, their mean bold."""
     plt = pyplot()
     backbones = sorted(curves["backbone"].unique())
     validated = "val_psnr" in curves and curves["val_psnr"].notna().any()
@@ -472,8 +469,7 @@ def plot_training_curves(curves: pd.DataFrame, starts: pd.DataFrame | None = Non
     per_backbone = 2 if validated else 1
     columns = min(4, len(backbones))
     blocks = math.ceil(len(backbones) / columns)
-    grid, grid_axes = plt.subplots(per_backbone * blocks, columns, figsize=(4.2 * columns, 3.0 * per_backbone * blocks), squeeze=False)
-    figure = grid
+    figure, grid_axes = plt.subplots(per_backbone * blocks, columns, figsize=(4.2 * columns, 3.0 * per_backbone * blocks), squeeze=False)
     # axes[r][i]: row r (loss, validation) of backbone i
     axes = [[grid_axes[(index // columns) * per_backbone + row][index % columns] for index in range(len(backbones))]
             for row in range(per_backbone)]
@@ -502,12 +498,7 @@ def plot_training_curves(curves: pd.DataFrame, starts: pd.DataFrame | None = Non
                 for _, run in points.groupby("seed"):
                     axes[1][column].plot(run["step"], run["val_psnr"], color=color_of[method], linewidth=0.6, alpha=0.35, marker=".")
                 average = points.groupby("step")["val_psnr"].mean()
-                steps, values = list(average.index), list(average.values)
-                if starts is not None:
-                    start = starts[(starts["backbone"] == backbone) & (starts["method"] == method)]
-                    if not start.empty:
-                        steps, values = [0, *steps], [float(start["val_psnr"].iloc[0]), *values]
-                axes[1][column].plot(steps, values, color=color_of[method], linewidth=1.6, marker="o", label=method_label(method))
+                axes[1][column].plot(average.index, average.values, color=color_of[method], linewidth=1.6, marker="o", label=method_label(method))
         axes[0][column].set_title(str(backbone), fontsize="small")
         axes[0][column].set_xlabel("outer step")
         axes[0][column].set_ylabel("training loss (running mean)")
