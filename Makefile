@@ -8,6 +8,12 @@ STAMP := $(VENV)/.savfi-installed
 
 .PHONY: run test compare venv clean-venv
 
+# A .venv made in another checkout (copied or moved here) installs savfi_core from there:
+# install again when the checkout it was made for is not this one.
+ifneq ($(shell cat $(VENV)/.savfi-checkout 2>/dev/null),$(CURDIR))
+$(shell rm -f $(STAMP))
+endif
+
 venv: $(STAMP)
 
 $(STAMP): requirements.lock requirements-carriers.lock pyproject.toml
@@ -23,6 +29,7 @@ $(STAMP): requirements.lock requirements-carriers.lock pyproject.toml
 	$(PY) -m compileall -q -j 0 savfi_core >/dev/null
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	echo "$(CURDIR)" > $(VENV)/.savfi-checkout
 	touch $(STAMP)
 
 run: $(STAMP)
