@@ -118,11 +118,9 @@ def evaluate_protocols(protocols: Sequence, dataset: Iterable, *, steps: int | S
                 config = protocol.learner.config
                 if not protocol.adapts:
                     outcomes = [(0, before, 0.0)]
-                elif sweep is not None:
-                    outcomes = protocol.adapt_and_predict_steps(sample, sweep)
                 else:
-                    prediction, seconds = protocol.adapt_and_predict(sample, steps)
-                    outcomes = [(config.inner_steps if steps is None else steps, prediction, seconds)]
+                    counts = sweep if sweep is not None else [config.inner_steps if steps is None else steps]
+                    outcomes = protocol.adapt_and_predict_steps(sample, counts)
                 for order, (inner_steps, prediction, seconds) in enumerate(outcomes):
                     prediction = prediction.clamp(0, 1)
                     if on_prediction is not None:

@@ -217,7 +217,7 @@ def run_evaluate(config: EvaluateConfig) -> pd.DataFrame:
             frame = frame.assign(**identity, dataset=label, algorithm=method if protocol.name == "meta" else "")
             if protocol.adapts:
                 step_rows.append(frame)
-                headline_rows.append(frame[frame["inner_steps"] == int(config.inner_steps[0])])
+                headline_rows.append(frame[frame["inner_steps"] == headline])
             else:
                 headline_rows.append(frame)
         crop_rows += _save_crops(dataset, label, chosen, crop_indices, kept, config, output)
