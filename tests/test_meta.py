@@ -144,6 +144,37 @@ def test_functional_adam_and_adamax_match_torch_optimizers_for_several_steps():
         assert torch.allclose(params["w"], reference.detach(), rtol=1e-12, atol=1e-12), rule
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rate_kind", ["float", "tensor", "learned"])
+def test_first_order_adam_is_bitwise_the_differentiable_formula(dtype, rate_kind):
+    """Gradients without a graph take the no-autograd Adam path: same values, same state, and
+    the new parameters still carry the gradient of the old ones and of a learned rate."""
+    torch.manual_seed(0)
+    start = {"w": torch.randn(3, 4, dtype=dtype), "b": torch.randn(7, dtype=dtype)}
+    paths = {}
+    for path in ("differentiable", "first_order"):
+        params = {name: value.clone().requires_grad_(True) for name, value in start.items()}
+        rates = {"float": {name: 1e-2 for name in start},
+                 "tensor": {name: torch.tensor(1e-2, dtype=dtype) for name in start},
+                 "learned": {name: torch.full_like(value, 1e-2).requires_grad_(True) for name, value in start.items()}}[rate_kind]
+        current, state = dict(params), inner_rules.initial_state("adam", params)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            grads = {name: torch.randn(value.shape, dtype=dtype, generator=generator) for name, value in start.items()}
+            grads["b"][0] = 0.0  # a zero gradient: the sqrt at zero that the differentiable path guards
+            if path == "differentiable":
+                grads = {name: grad.requires_grad_(True) for name, grad in grads.items()}
+            current, state = inner_rules.update("adam", current, grads, state, rates)
+            state = {key: {n: v.detach() for n, v in value.items()} if isinstance(value, dict) else value for key, value in state.items()}
+        loss = sum((value * value).sum() for value in current.values())
+        leaves = list(params.values()) + [rate for rate in rates.values() if isinstance(rate, torch.Tensor) and rate.requires_grad]
+        paths[path] = ({name: value.detach() for name, value in current.items()}, state, torch.autograd.grad(loss, leaves))
+    (values_a, state_a, grads_a), (values_b, state_b, grads_b) = paths["differentiable"], paths["first_order"]
+    assert all(torch.equal(values_a[name], values_b[name]) for name in start)
+    assert all(torch.equal(state_a[key][name], state_b[key][name]) for key in ("exp_avg", "exp_avg_sq") for name in start)
+    assert len(grads_a) == len(grads_b) and all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+
+
 # Meta-steps on every backbone ----------------------------------------------------------------
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("name", ALL_BACKBONES)

@@ -53,6 +53,46 @@ def _safe_sqrt(value: Tensor) -> Tensor:
     return torch.where(positive, torch.sqrt(torch.where(positive, value, torch.ones_like(value))), torch.zeros_like(value))
 
 
+def _adam_first_order(params: Params, grads: Params, state: dict, rates: dict[str, Tensor | float],
+                      beta1: float, beta2: float, eps: float, step: int, correction1: float) -> tuple[Params, dict]:
+    """Adam where no gradient carries a graph (first order, test-time adaptation).
+
+    Nothing needs a derivative through the moments then, so they are computed without autograd,
+    in place on fresh tensors, and a step from zero moments skips the terms that are exactly
+    zero; the moments of the first step (``(1-b1) g`` and ``(1-b2) g g``) need no zero state.
+    Each value is computed by the same sequence of float operations as the differentiable
+    formula in :func:`update` (sqrt of a non-negative value needs no guard without a
+    derivative), so the result is bitwise the same; about half the passes over the parameters.
+    Only the last subtraction (and the rate, when it is learned) is recorded by autograd: the
+    new parameter is still a function of the old one and of the rate.
+    """
+    correction2 = math.sqrt(1.0 - beta2**step)
+    names = list(params)
+    gradients = [grads[name] for name in names]
+    with torch.no_grad():
+        exp_avg = torch._foreach_mul(gradients, 1.0 - beta1)
+        scaled = torch._foreach_mul(gradients, 1.0 - beta2)
+        exp_avg_sq = torch._foreach_mul(scaled, gradients)
+        del scaled
+        if step > 1:  # b * 0 + x is x exactly: the zero moments of a first step add nothing
+            torch._foreach_add_(exp_avg, torch._foreach_mul([state["exp_avg"][name] for name in names], beta1))
+            exp_avg_sq = torch._foreach_add(torch._foreach_mul([state["exp_avg_sq"][name] for name in names], beta2), exp_avg_sq)
+        denominator = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denominator, correction2)
+        torch._foreach_add_(denominator, eps)
+    new_params = {}
+    for index, name in enumerate(names):
+        rate = rates[name]
+        if isinstance(rate, Tensor) and rate.requires_grad:  # a learned rate receives its outer gradient
+            change = (rate / correction1) * exp_avg[index] / denominator[index]
+        else:
+            with torch.no_grad():
+                change = (rate / correction1) * exp_avg[index]
+                change.div_(denominator[index])
+        new_params[name] = params[name] - change
+    return new_params, {"step": step, "exp_avg": dict(zip(names, exp_avg)), "exp_avg_sq": dict(zip(names, exp_avg_sq))}
+
+
 def update(
     rule: str,
     params: Params,
@@ -70,6 +110,8 @@ def update(
     beta1, beta2 = betas
     correction1 = 1.0 - beta1**step
     new_params, new_avg, new_second = {}, {}, {}
+    if rule == "adam" and not any(grad.requires_grad for grad in grads.values()):
+        return _adam_first_order(params, grads, state, rates, beta1, beta2, eps, step, correction1)
     if rule == "adam":
         correction2 = math.sqrt(1.0 - beta2**step)
         for name, value in params.items():
