@@ -203,7 +203,8 @@ def worker_orig(a) -> dict:
             times.append(dt)
         losses.append(loss)
     nparams = sum(p.numel() for p in system.net.parameters())
-    return {"times_s": times, "losses": losses, "net_params": nparams, "peak_rss_mib": peak_rss_mib()}
+    profiled = profile_convolution(lambda: system.run_train_iter(data_batch=data[0], epoch=0)) if a.profile else {}
+    return {"times_s": times, "losses": losses, "net_params": nparams, "peak_rss_mib": peak_rss_mib(), **profiled}
 
 
 def worker_savfi(a) -> dict:
@@ -237,8 +238,23 @@ def worker_savfi(a) -> dict:
         if it >= a.warmup:
             times.append(dt)
         losses.append(m["outer_loss"])
+    profiled = profile_convolution(lambda: learner.meta_step(batches[0])) if a.profile else {}
     return {"times_s": times, "losses": losses, "net_params": sum(p.numel() for p in model.parameters()),
-            "init": "original's random init" if weights else "savfi random init", "peak_rss_mib": peak_rss_mib()}
+            "init": "original's random init" if weights else "savfi random init", "peak_rss_mib": peak_rss_mib(), **profiled}
+
+
+def profile_convolution(step) -> dict:
+    """One more iteration under torch.profiler: milliseconds of CPU time in convolution ops
+    (forward and backward, as aten reports them) and in all ops. Both sides call the same
+    oneDNN convolutions, so ``orig total / savfi convolution`` bounds what removing every
+    other cost on savfi's side could reach."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    convolution = sum(e.self_cpu_time_total for e in events if "convolution" in e.key) / 1000.0
+    total = sum(e.self_cpu_time_total for e in events) / 1000.0
+    return {"profiled_convolution_ms": round(convolution, 1), "profiled_aten_ms": round(total, 1)}
 
 
 def peak_rss_mib() -> float:
@@ -288,6 +304,8 @@ def driver(a) -> None:
                            "--num-samples", str(a.num_samples), "--orig-dir", a.orig_dir]
                     if so:
                         cmd.append("--second-order")
+                    if a.profile:
+                        cmd.append("--profile")
                     if a.savfi_skip_after and side == "savfi":
                         cmd.append("--savfi-skip-after")
                     t0 = time.time()
@@ -319,6 +337,9 @@ def write(a, runs, torch) -> None:
         e[f"{r['side']}_losses"].append([round(x, 5) for x in r["losses"]])
         e[f"{r['side']}_net_params"] = r["net_params"]
         e.setdefault(f"{r['side']}_peak_rss_mib", []).append(r.get("peak_rss_mib"))
+        if "profiled_convolution_ms" in r:
+            e.setdefault(f"{r['side']}_profiled_convolution_ms", []).append(r["profiled_convolution_ms"])
+            e.setdefault(f"{r['side']}_profiled_aten_ms", []).append(r["profiled_aten_ms"])
     for e in table.values():
         e["nonfinite_losses"] = {side: any(x != x for run in e[f"{side}_losses"] for x in run) for side in ("orig", "savfi")}
         for side in ("orig", "savfi"):
@@ -385,6 +406,21 @@ def markdown_table(out: dict) -> str:
             f"| {ms(e.get('savfi_ms_per_iter'))} | {spread(e['savfi_round_medians_ms'])} | {ratio_text} "
             f"| {rss_text['orig']} | {rss_text['savfi']} | {finite} |"
         )
+    profiled = {key: e for key, e in out["results"].items() if e.get("orig_profiled_convolution_ms") or e.get("savfi_profiled_convolution_ms")}
+    if profiled:
+        lines += ["", "One profiled iteration per worker (torch.profiler, self CPU time of aten ops; medians over the rounds):", "",
+                  "| backbone | order | original: convolution / all aten (ms) | savfi: convolution / all aten (ms) "
+                  "| savfi convolution share | original time / savfi convolution time |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for key, e in profiled.items():
+            model, order = key.split("-", 1)
+            median = {name: statistics.median(e[name]) if e.get(name) else None for name in (
+                "orig_profiled_convolution_ms", "orig_profiled_aten_ms", "savfi_profiled_convolution_ms", "savfi_profiled_aten_ms")}
+            share = "-" if not median["savfi_profiled_aten_ms"] else f"{median['savfi_profiled_convolution_ms'] / median['savfi_profiled_aten_ms']:.0%}"
+            bound = ("-" if not (e.get("orig_ms_per_iter") and median["savfi_profiled_convolution_ms"])
+                     else f"{e['orig_ms_per_iter'] / median['savfi_profiled_convolution_ms']:.2f}")
+            lines.append(f"| {model} | {order.split('-')[0].replace('_', ' ')} | {ms(median['orig_profiled_convolution_ms'])} / {ms(median['orig_profiled_aten_ms'])} "
+                         f"| {ms(median['savfi_profiled_convolution_ms'])} / {ms(median['savfi_profiled_aten_ms'])} | {share} | {bound} |")
     load = out.get("load_average_1_5_15", {})
     return "\n".join(lines) + f"\n\nLoad average (1, 5, 15 min) before / after: {load.get('before')} / {load.get('after')}\n"
 
@@ -412,6 +448,8 @@ def main() -> None:
     p.add_argument("--resume-out", action="store_true")
     p.add_argument("--savfi-only", action="store_true", help="driver: run savfi workers only (e.g. second order)")
     p.add_argument("--markdown", default="", help="driver: also write the table as markdown here")
+    p.add_argument("--profile", action="store_true",
+                   help="each worker profiles one extra iteration (not timed): convolution vs all aten CPU time")
     a = p.parse_args()
     if a.driver:
         driver(a)
