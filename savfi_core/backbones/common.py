@@ -46,6 +46,19 @@ SYMMETRIC_FLOW = (MotionField("flow", 1.0),)
 INTERMEDIATE_FLOWS = (MotionField("flow_t_0", -1.0), MotionField("flow_t_1", 1.0))
 
 
+def linear_intermediate_flows(flow_0_1: Tensor, flow_1_0: Tensor, t: float) -> tuple[Tensor, Tensor]:
+    """(F_t->0, F_t->1) from F_0->1 and F_1->0 under linear motion (Super-SloMo, eq. 4; RRIN):
+
+        F_t->0 = -(1 - t) t F_0->1 + t^2 F_1->0,   F_t->1 = (1 - t)^2 F_0->1 - t (1 - t) F_1->0
+
+    At t = 1/2 the fields ``FLOWS_BETWEEN_INPUTS`` prescribe for a symmetric displacement s
+    (F_0->1 = 2 s, F_1->0 = -2 s) give exactly F_t->0 = -s and F_t->1 = s.
+    """
+    flow_t_0 = -(1 - t) * t * flow_0_1 + t * t * flow_1_0
+    flow_t_1 = (1 - t) * (1 - t) * flow_0_1 - t * (1 - t) * flow_1_0
+    return flow_t_0, flow_t_1
+
+
 class InterpolationModel(nn.Module):
     """Base class of the six backbones.
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from savfi_core.backbones.common import FLOWS_BETWEEN_INPUTS, InterpolationModel, InterpolationOutput
+from savfi_core.backbones.common import FLOWS_BETWEEN_INPUTS, InterpolationModel, InterpolationOutput, linear_intermediate_flows
 from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.kernels import backwarp
@@ -177,8 +177,7 @@ class RRIN(InterpolationModel):
         frames = torch.cat([frame0, frame1], dim=1)
         flows = self.Flow_L(frames)
         flow01, flow10 = flows[:, 0:2], flows[:, 2:4]
-        flow_t0 = -(1 - t) * t * flow01 + t * t * flow10
-        flow_t1 = (1 - t) * (1 - t) * flow01 - t * (1 - t) * flow10
+        flow_t0, flow_t1 = linear_intermediate_flows(flow01, flow10, t)
         residue = self.refine_flow(torch.cat([flow_t0, flow_t1, frames], dim=1))
         flow_t0 = flow_t0 + residue[:, 0:2]
         flow_t1 = flow_t1 + residue[:, 2:4]

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from savfi_core.backbones.common import FLOWS_BETWEEN_INPUTS, InterpolationModel, InterpolationOutput
+from savfi_core.backbones.common import FLOWS_BETWEEN_INPUTS, InterpolationModel, InterpolationOutput, linear_intermediate_flows
 from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.checkpoint import CheckpointError, safe_load
@@ -209,8 +209,7 @@ class SuperSloMo(InterpolationModel):
         flows = self.flowComp(torch.cat([image0, image1], dim=1))
         flow_0_1 = flows[:, 0:2]
         flow_1_0 = flows[:, 2:4]
-        flow_t_0 = -(1 - t) * t * flow_0_1 + t * t * flow_1_0
-        flow_t_1 = (1 - t) * (1 - t) * flow_0_1 - t * (1 - t) * flow_1_0
+        flow_t_0, flow_t_1 = linear_intermediate_flows(flow_0_1, flow_1_0, t)
 
         warped_0_t = backwarp(image0, flow_t_0, padding_mode="zeros")
         warped_1_t = backwarp(image1, flow_t_1, padding_mode="zeros")

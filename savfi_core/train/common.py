@@ -152,6 +152,121 @@ def triplet_positions(sample, all_triplets: bool = False) -> list[tuple[int, int
     return positions
 
 
+def pair_positions(sample) -> list[tuple[int, int]]:
+    """(first, second) positions of every pair of adjacent valid frames of a sample: the pairs
+    a teacher can interpolate (there is no real frame between them)."""
+    valid = [bool(v) for v in torch.as_tensor(sample.valid).tolist()]
+    positions = [(i, i + 1) for i in range(len(valid) - 1) if valid[i] and valid[i + 1]]
+    if not positions:
+        raise ValueError(f"sample {getattr(sample, 'name', '?')!r} has no two adjacent valid frames (valid={valid})")
+    return positions
+
+
+@dataclass(frozen=True)
+class GeometricAugmentation:
+    """Random rescaling and small rotation of a training window, the same for all its frames.
+
+    scale_range: (low, high) of the scale factor, drawn log-uniformly; the frames are resized
+    (antialiased bilinear) before cropping, so motion in the crops spans that range of sizes.
+    max_rotation_degrees: the rotation is drawn uniformly in [-max, max] (bilinear, reflected
+    borders). Both off by default: no draws, so a run without them draws what it always drew.
+    """
+
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    max_rotation_degrees: float = 0.0
+
+    def __post_init__(self):
+        low, high = self.scale_range
+        if not 0 < low <= high:
+            raise ValueError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
+        if self.max_rotation_degrees < 0:
+            raise ValueError(f"max_rotation_degrees must be >= 0, got {self.max_rotation_degrees}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.scale_range != (1.0, 1.0) or self.max_rotation_degrees > 0
+
+    def __call__(self, frames: Tensor, generator: torch.Generator, minimum_size: tuple[int, int] | None) -> Tensor:
+        """frames [N,3,H,W] -> the same window rescaled and rotated; never below ``minimum_size``."""
+        import torch.nn.functional as F
+
+        if not self.enabled:
+            return frames
+        low, high = self.scale_range
+        draws = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+        scale = math.exp(math.log(low) + draws[0] * (math.log(high) - math.log(low)))
+        angle = math.radians((2 * draws[1] - 1) * self.max_rotation_degrees)
+        height, width = frames.shape[-2:]
+        if minimum_size is not None:  # a crop must still fit
+            scale = max(scale, minimum_size[0] / height, minimum_size[1] / width)
+        if angle != 0.0:
+            cosine, sine = math.cos(angle), math.sin(angle)
+            # affine_grid works in [-1, 1] coordinates: the aspect ratio enters the rotation
+            theta = frames.new_tensor([[cosine, -sine * height / width, 0.0], [sine * width / height, cosine, 0.0]])
+            grid = F.affine_grid(theta.expand(frames.shape[0], 2, 3), list(frames.shape), align_corners=False)
+            frames = F.grid_sample(frames, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if scale != 1.0:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            if minimum_size is not None:
+                size = (max(size[0], minimum_size[0]), max(size[1], minimum_size[1]))
+            frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=scale < 1.0)
+        return frames
+
+
+def _draw_windows(
+    dataset,
+    batch_size: int,
+    generator: torch.Generator,
+    positions_of: Callable[[Any], list[tuple[int, ...]]],
+    crop_size: int | tuple[int, int] | None,
+    crop_candidates: int,
+    augment: bool,
+    uniform_crop_fraction: float,
+    geometric: GeometricAugmentation | None,
+) -> list[tuple[Tensor, ...]]:
+    """``batch_size`` windows of frames, each the frames at one drawn tuple of ``positions_of(sample)``
+    (the first two are the inputs: motion-aware crops compare them; a temporal reversal swaps them)."""
+    if len(dataset) == 0:
+        raise ValueError("training dataset is empty")
+    if not 0.0 <= uniform_crop_fraction <= 1.0:
+        raise ValueError(f"uniform_crop_fraction must be in [0, 1], got {uniform_crop_fraction}")
+    uniform_count = round(uniform_crop_fraction * batch_size)
+    windows = []
+    for item in range(batch_size):
+        index = int(torch.randint(0, len(dataset), (1,), generator=generator))
+        sample = dataset[index]
+        positions = positions_of(sample)
+        chosen = positions[int(torch.randint(0, len(positions), (1,), generator=generator))]
+        frames = torch.as_tensor(sample.frames)[list(chosen)]
+        if geometric is not None and geometric.enabled:
+            frames = geometric(frames, generator, normalize_crop_size(crop_size) if crop_size is not None else None)
+        if crop_size is not None:
+            # Motion-aware crop (savfi_core.data.augment): the best of ``crop_candidates`` uniform
+            # windows by mean |frame1 - frame0|; most uniform crops of the clips are static.
+            top, left = choose_moving_crop(
+                frames, crop_size, generator, compare=(0, 1),
+                candidates=1 if item < uniform_count else crop_candidates, name=str(sample.name),
+            )
+            crop_height, crop_width = normalize_crop_size(crop_size)
+            frames = frames[..., top:top + crop_height, left:left + crop_width]
+        window = list(frames.unbind(0))
+        if augment:
+            flip, reverse = torch.randint(0, 2, (2,), generator=generator).tolist()
+            if flip:
+                window = [frame.flip(-1) for frame in window]
+            if reverse:
+                window[0], window[1] = window[1], window[0]
+        windows.append(tuple(window))
+    return windows
+
+
+def _stack_windows(windows: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    try:
+        return tuple(torch.stack(part) for part in zip(*windows))
+    except RuntimeError as error:
+        raise ValueError(f"training frames differ in size; pass crop_size to batch them ({error})") from error
+
+
 def sample_triplet_batch(
     dataset,
     batch_size: int,
@@ -161,53 +276,43 @@ def sample_triplet_batch(
     all_triplets: bool = False,
     augment: bool = True,
     uniform_crop_fraction: float = 0.5,
+    geometric: GeometricAugmentation | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Draw ``batch_size`` training triplets: (frame0 [B,3,h,w], frame1 [B,3,h,w], target [B,3,h,w]).
 
-    Every random choice (sample index, triplet, crop corners, flips) comes from ``generator``.
-    crop_size: side or (height, width). Crops: the first round(``uniform_crop_fraction`` * B) items of the batch take a uniform
-    crop, the others the most moving of ``crop_candidates`` crops. Both kinds are needed:
-    trained on moving crops only, a tiny DVF learned to move everything and fell 5 dB below
-    frame averaging on whole (mostly static) frames, while beating it on moving crops.
+    Every random choice (sample index, triplet, scale and rotation, crop corners, flips) comes
+    from ``generator``. crop_size: side or (height, width). Crops: the first
+    round(``uniform_crop_fraction`` * B) items of the batch take a uniform crop, the others the
+    most moving of ``crop_candidates`` crops. Both kinds are needed: trained on moving crops only,
+    a tiny DVF learned to move everything and fell 5 dB below frame averaging on whole (mostly
+    static) frames, while beating it on moving crops.
     Augmentation: horizontal flip and temporal reversal (swap of the two inputs), each with
-    probability 1/2, which leave the interpolation target unchanged in meaning.
+    probability 1/2, which leave the interpolation target unchanged in meaning; ``geometric``
+    (:class:`GeometricAugmentation`) rescales and rotates the window before it is cropped.
     """
-    if len(dataset) == 0:
-        raise ValueError("training dataset is empty")
-    if not 0.0 <= uniform_crop_fraction <= 1.0:
-        raise ValueError(f"uniform_crop_fraction must be in [0, 1], got {uniform_crop_fraction}")
-    uniform_count = round(uniform_crop_fraction * batch_size)
-    firsts, seconds, targets = [], [], []
-    for item in range(batch_size):
-        index = int(torch.randint(0, len(dataset), (1,), generator=generator))
-        sample = dataset[index]
-        positions = triplet_positions(sample, all_triplets)
-        first, second, middle = positions[int(torch.randint(0, len(positions), (1,), generator=generator))]
-        frames = torch.as_tensor(sample.frames)
-        frame0, frame1, target = frames[first], frames[second], frames[middle]
-        if crop_size is not None:
-            # Motion-aware crop (savfi_core.data.augment): the best of ``crop_candidates`` uniform
-            # windows by mean |frame1 - frame0|; most uniform crops of the clips are static.
-            top, left = choose_moving_crop(
-                frames, crop_size, generator, compare=(first, second),
-                candidates=1 if item < uniform_count else crop_candidates, name=str(sample.name),
-            )
-            crop_height, crop_width = normalize_crop_size(crop_size)
-            window = (slice(None), slice(top, top + crop_height), slice(left, left + crop_width))
-            frame0, frame1, target = frame0[window], frame1[window], target[window]
-        if augment:
-            flip, reverse = torch.randint(0, 2, (2,), generator=generator).tolist()
-            if flip:
-                frame0, frame1, target = frame0.flip(-1), frame1.flip(-1), target.flip(-1)
-            if reverse:
-                frame0, frame1 = frame1, frame0
-        firsts.append(frame0)
-        seconds.append(frame1)
-        targets.append(target)
-    try:
-        return torch.stack(firsts), torch.stack(seconds), torch.stack(targets)
-    except RuntimeError as error:
-        raise ValueError(f"training frames differ in size; pass crop_size to batch them ({error})") from error
+    windows = _draw_windows(dataset, batch_size, generator, lambda sample: triplet_positions(sample, all_triplets),
+                            crop_size, crop_candidates, augment, uniform_crop_fraction, geometric)
+    return _stack_windows(windows)
+
+
+def sample_pair_batch(
+    dataset,
+    batch_size: int,
+    generator: torch.Generator,
+    crop_size: int | tuple[int, int] | None = None,
+    crop_candidates: int = 8,
+    augment: bool = True,
+    uniform_crop_fraction: float = 0.5,
+    geometric: GeometricAugmentation | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``batch_size`` pairs of adjacent frames (t, t+1): (frame0, frame1), each [B,3,h,w].
+
+    Drawn as :func:`sample_triplet_batch` draws triplets; no real frame lies between them, so
+    only a teacher gives their middle (``pretrain(..., teacher=...)``).
+    """
+    windows = _draw_windows(dataset, batch_size, generator, pair_positions,
+                            crop_size, crop_candidates, augment, uniform_crop_fraction, geometric)
+    return _stack_windows(windows)
 
 
 def crop_sample(sample, crop_size: int, generator: torch.Generator, candidates: int = 8):

@@ -8,8 +8,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from savfi_core.train.common import DivergenceGuard, sample_triplet_batch, validate_model
+from savfi_core.train.common import DivergenceGuard, GeometricAugmentation, sample_pair_batch, sample_triplet_batch, validate_model
 from savfi_core.train.distributed import DistributedContext, distributed_context, has_training_batchnorm
+from savfi_core.train.distill import motion_loss, teacher_targets
 from savfi_core.train.flow_teacher import bilateral_displacement, flow_teacher_loss
 from savfi_core.train.loop import run_training
 
@@ -27,6 +28,22 @@ def default_optimizer(model: nn.Module) -> tuple[str, float]:
         raise ValueError(f"no original optimizer known for model {name!r} (none in savfi_core.backbones.pretrained); "
                          f"pass optimizer= and lr= explicitly")
     return info.optimizer, info.lr
+
+
+def teacher_record(teacher: nn.Module | None, distill_weight: float, motion_weight: float, pair_batch_size: int) -> dict | None:
+    """The teacher as a checkpoint's config and a provenance file record it (resume checks it)."""
+    if teacher is None:
+        return None
+    weights = getattr(teacher, "pretrained_weights", None)
+    return {
+        "model": getattr(teacher, "model_name", type(teacher).__name__),
+        "size": getattr(teacher, "model_size", None),
+        "weights_sha256": getattr(weights, "sha256", None),
+        "weights_package": getattr(weights, "package", None),
+        "distill_weight": distill_weight,
+        "motion_weight": motion_weight,
+        "pair_batch_size": pair_batch_size,
+    }
 
 
 def pretrain(
@@ -54,6 +71,12 @@ def pretrain(
     flow_teacher_weight: float = 0.0,
     flow_teacher_radius: int = 6,
     flow_teacher_window: int = 15,
+    teacher: nn.Module | None = None,
+    distill_weight: float = 1.0,
+    motion_weight: float = 0.0,
+    pair_batch_size: int = 0,
+    scale_range: tuple[float, float] = (1.0, 1.0),
+    max_rotation_degrees: float = 0.0,
     jump_factor: float = 5.0,
     guard_window: int = 50,
     rollback_after: int = 20,
@@ -79,6 +102,17 @@ def pretrain(
     block-matching displacement of the training crop (:mod:`savfi_core.train.flow_teacher`, search
     radius ``flow_teacher_radius``, box ``flow_teacher_window``). For the flow backbones only (its
     measured effect is in the README); a backbone without a motion field raises ValueError at the first step.
+    teacher: a backbone that predicts intermediate flows (released RIFE:
+    ``create_model("rife_hdv3", weights="default")``), frozen, run in eval mode on every training
+    input pair (:mod:`savfi_core.train.distill`). It adds ``distill_weight * mean|pred - teacher
+    frame|`` on the triplets (beside the model's own loss against the real middle frame), and on
+    ``pair_batch_size`` further pairs of adjacent frames (t, t+1), which have no real middle, the
+    same term against the teacher's t+1/2; for flow backbones with ``motion_weight > 0``,
+    ``motion_weight * mean|field - converted teacher field|`` on both (the teacher's
+    intermediate flows in the student's convention). Terms: distill, motion, pair_distill,
+    pair_motion.
+    scale_range, max_rotation_degrees: :class:`~savfi_core.train.common.GeometricAugmentation`
+    of every training window before it is cropped (off by default).
     Divergence guard: a step whose loss is not finite or exceeds ``jump_factor`` times the 90th percentile
     of the last ``guard_window`` accepted losses is skipped (no update; BatchNorm running
     statistics of its forward pass do change); gradients are clipped to ``max_grad_norm`` (L2
@@ -124,13 +158,28 @@ def pretrain(
     )
     if flow_teacher_weight < 0:
         raise ValueError(f"flow_teacher_weight must be >= 0, got {flow_teacher_weight}")
+    if min(distill_weight, motion_weight, pair_batch_size) < 0:
+        raise ValueError(f"distill_weight, motion_weight and pair_batch_size must be >= 0, got "
+                         f"{distill_weight}, {motion_weight}, {pair_batch_size}")
+    if teacher is None and (pair_batch_size or motion_weight):
+        raise ValueError("pair_batch_size and motion_weight need a teacher (pretrain(..., teacher=...))")
+    if distributed.enabled and pair_batch_size:
+        # each rank's loss is weighted by its share of the triplets (see below); pairs would need their own
+        raise ValueError("pair_batch_size > 0 does not run under torchrun yet; use one process, or pairs 0")
+    if teacher is not None:
+        teacher.requires_grad_(False).eval()
+        if distributed.enabled and distributed.device is not None:
+            teacher.to(distributed.device)
+    geometric = GeometricAugmentation(tuple(scale_range), max_rotation_degrees)
     guard = DivergenceGuard(jump_factor=jump_factor, window=guard_window, rollback_after=rollback_after)
     model.train()
 
     def train_step(sampler: torch.Generator) -> tuple[dict[str, float], str | None]:
         frame0, frame1, target = sample_triplet_batch(
-            train_dataset, batch_size, sampler, crop_size, crop_candidates, all_triplets, augment, uniform_crop_fraction
+            train_dataset, batch_size, sampler, crop_size, crop_candidates, all_triplets, augment, uniform_crop_fraction, geometric
         )
+        pairs = (sample_pair_batch(train_dataset, pair_batch_size, sampler, crop_size, crop_candidates, augment,
+                                   uniform_crop_fraction, geometric) if pair_batch_size else None)
         if distributed.enabled:
             frame0, frame1, target = (part[items] for part in (frame0, frame1, target))
             if distributed.device is not None:
@@ -142,6 +191,19 @@ def pretrain(
             displacement = bilateral_displacement(frame0, frame1, flow_teacher_radius, flow_teacher_window)
             terms["flow_teacher"] = flow_teacher_weight * flow_teacher_loss(getattr(model, "model_name", None), output.aux, displacement)
             terms["total"] = terms["total"] + terms["flow_teacher"]
+        if teacher is not None:
+            name = getattr(model, "model_name", None)
+            taught = teacher_targets(teacher, frame0, frame1)
+            terms["distill"] = distill_weight * (output.pred - taught.frame).abs().mean()
+            if motion_weight > 0:
+                terms["motion"] = motion_weight * motion_loss(name, output.aux, taught)
+            if pairs is not None:
+                pair_output = model(*pairs)
+                pair_taught = teacher_targets(teacher, *pairs)
+                terms["pair_distill"] = distill_weight * (pair_output.pred - pair_taught.frame).abs().mean()
+                if motion_weight > 0:
+                    terms["pair_motion"] = motion_weight * motion_loss(name, pair_output.aux, pair_taught)
+            terms["total"] = terms["total"] + sum(terms[key] for key in ("distill", "motion", "pair_distill", "pair_motion") if key in terms)
         if distributed.enabled:
             terms = {name: share * value for name, value in terms.items()}
         loss = terms["total"]
@@ -204,6 +266,10 @@ def pretrain(
         "flow_teacher": (
             {"weight": flow_teacher_weight, "radius": flow_teacher_radius, "window": flow_teacher_window}
             if flow_teacher_weight > 0 else None
+        ),
+        "teacher": teacher_record(teacher, distill_weight, motion_weight, pair_batch_size),
+        "geometric_augmentation": (
+            {"scale_range": list(scale_range), "max_rotation_degrees": max_rotation_degrees} if geometric.enabled else None
         ),
     }
     return run_training(
