@@ -59,6 +59,17 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--flow-teacher-weight", type=float, default=0.0,
                         help="weight of the bilateral block-matching motion target (savfi_core.train.flow_teacher); "
                         "flow backbones only, 0 = none")
+    parser.add_argument("--teacher", default=None,
+                        help="distil from this backbone with its released weights (rife_hdv3 or rife_v4; "
+                        "savfi_core.train.distill): its middle frame on every input pair, its motion for flow students")
+    parser.add_argument("--distill-weight", type=float, default=1.0, help="weight of mean|pred - teacher frame|")
+    parser.add_argument("--motion-weight", type=float, default=0.0,
+                        help="weight of the teacher's converted motion target (flow students only, 0 = none)")
+    parser.add_argument("--pair-batch-size", type=int, default=0,
+                        help="adjacent frame pairs (t, t+1) per step, taught by the teacher only")
+    parser.add_argument("--scale-range", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
+                        help="random rescaling of each training window before cropping (log-uniform)")
+    parser.add_argument("--max-rotation", type=float, default=0.0, help="random rotation in [-x, x] degrees")
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-every", type=int, default=100)
@@ -165,6 +176,8 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "all_triplets": bool(saved["config"].get("all_triplets", False)),
         "max_grad_norm": arguments.max_grad_norm,
         "flow_teacher": saved["config"].get("flow_teacher"),
+        "teacher": saved["config"].get("teacher"),
+        "geometric_augmentation": saved["config"].get("geometric_augmentation"),
         "seed": arguments.seed,
         "wall_time_seconds": round(float(saved["elapsed_seconds"]), 1),
         "machine": machine_description(arguments.threads),
@@ -181,6 +194,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         f"--uniform-crop-fraction {arguments.uniform_crop_fraction} --max-grad-norm {arguments.max_grad_norm} "
         f"--lr-schedule {arguments.lr_schedule} --min-lr {arguments.min_lr}{' --all-triplets' if arguments.all_triplets else ''}"
         f"{' --flow-teacher-weight ' + str(arguments.flow_teacher_weight) if arguments.flow_teacher_weight else ''}"
+        f"{teacher_flags(arguments)}"
         f"{' --init-from ' + str(arguments.init_from) if arguments.init_from else ''}",
     }
     provenance_path = weights_path.with_suffix(".json")
@@ -190,6 +204,19 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
           f"({gain:+.3f} dB; target {arguments.min_gain} dB {'reached' if gain >= arguments.min_gain else 'NOT reached'})",
           flush=True)
     return weights_path
+
+
+def teacher_flags(arguments) -> str:
+    """The distillation and augmentation options of the command line, for ``regenerate``."""
+    flags = ""
+    if arguments.teacher:
+        flags += (f" --teacher {arguments.teacher} --distill-weight {arguments.distill_weight}"
+                  f" --motion-weight {arguments.motion_weight} --pair-batch-size {arguments.pair_batch_size}")
+    if tuple(arguments.scale_range) != (1.0, 1.0):
+        flags += f" --scale-range {arguments.scale_range[0]} {arguments.scale_range[1]}"
+    if arguments.max_rotation:
+        flags += f" --max-rotation {arguments.max_rotation}"
+    return flags
 
 
 def main(argv=None) -> None:
@@ -233,6 +260,12 @@ def main(argv=None) -> None:
         lr_schedule=arguments.lr_schedule,
         min_lr=arguments.min_lr,
         flow_teacher_weight=arguments.flow_teacher_weight,
+        teacher=create_model(arguments.teacher, weights="default") if arguments.teacher else None,
+        distill_weight=arguments.distill_weight,
+        motion_weight=arguments.motion_weight,
+        pair_batch_size=arguments.pair_batch_size,
+        scale_range=tuple(arguments.scale_range),
+        max_rotation_degrees=arguments.max_rotation,
         progress=True,
         log=lambda message: print(message, flush=True),
     )
