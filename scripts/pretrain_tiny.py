@@ -70,6 +70,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--scale-range", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
                         help="random rescaling of each training window before cropping (log-uniform)")
     parser.add_argument("--max-rotation", type=float, default=0.0, help="random rotation in [-x, x] degrees")
+    parser.add_argument("--config-override", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a field of the tiny size config (JSON value), e.g. flow_range_pixels=64 for dvf; "
+                        "recorded in the provenance: the shipped weights need the same config")
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-every", type=int, default=100)
@@ -177,6 +180,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "max_grad_norm": arguments.max_grad_norm,
         "flow_teacher": saved["config"].get("flow_teacher"),
         "teacher": saved["config"].get("teacher"),
+        "config_overrides": config_overrides(arguments),
         "geometric_augmentation": saved["config"].get("geometric_augmentation"),
         "seed": arguments.seed,
         "wall_time_seconds": round(float(saved["elapsed_seconds"]), 1),
@@ -206,6 +210,17 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
     return weights_path
 
 
+def config_overrides(arguments) -> dict:
+    """``--config-override FIELD=VALUE`` as keyword arguments of ``create_model``."""
+    overrides = {}
+    for item in arguments.config_override:
+        field, separator, value = item.partition("=")
+        if not separator:
+            raise SystemExit(f"--config-override needs FIELD=VALUE, got {item!r}")
+        overrides[field] = json.loads(value)
+    return overrides
+
+
 def teacher_flags(arguments) -> str:
     """The distillation and augmentation options of the command line, for ``regenerate``."""
     flags = ""
@@ -216,6 +231,8 @@ def teacher_flags(arguments) -> str:
         flags += f" --scale-range {arguments.scale_range[0]} {arguments.scale_range[1]}"
     if arguments.max_rotation:
         flags += f" --max-rotation {arguments.max_rotation}"
+    for item in arguments.config_override:
+        flags += f" --config-override {item}"
     return flags
 
 
@@ -230,7 +247,7 @@ def main(argv=None) -> None:
     # Seeded before the model exists, so that --seed fixes its initialization too (the loop
     # seeds again for sampling): the provenance's "regenerate" command then reproduces a run.
     seed_everything(arguments.seed)
-    model = create_model(arguments.model, size="tiny")
+    model = create_model(arguments.model, size="tiny", **config_overrides(arguments))
     checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     phase_record_path(checkpoint_path).write_text(json.dumps({
         "command": "python scripts/pretrain_tiny.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -140,3 +140,21 @@ def test_pretrain_with_the_released_teacher_records_every_term_and_the_teachers_
     with pytest.raises(ValueError, match="need a teacher"):
         pretrain(create_model("superslomo", size="tiny"), clips, steps=1, batch_size=2, seed=0,
                  checkpoint_path=tmp_path / "other.pt", pair_batch_size=2, progress=False, log=lambda _: None)
+
+
+def test_dvf_with_a_fixed_flow_unit_predicts_the_same_pixel_motion_at_any_frame_size():
+    """The original DVF unit (half the frame's width) makes the same weights move twice as far on
+    a frame twice as wide; ``flow_range_pixels`` fixes the unit, so motion holds across sizes."""
+    torch.manual_seed(0)
+    for fixed in (None, 64.0):
+        model = create_model("dvf", size="tiny", flow_range_pixels=fixed).eval()
+        with torch.no_grad():
+            model.conv4.bias[:2] = 0.2  # a constant tanh output: a constant flow everywhere
+            flows = [model(torch.rand(1, 3, 64, width), torch.rand(1, 3, 64, width)).aux["flow"][:, 0].mean()
+                     for width in (64, 128)]
+        ratio = float(flows[1] / flows[0])
+        if fixed is None:
+            assert ratio == pytest.approx(127 / 63, rel=1e-4)
+        else:
+            assert ratio == pytest.approx(1.0, rel=1e-6)
+            assert float(flows[0]) == pytest.approx(0.5 * math.tanh(0.2) * fixed, rel=1e-5)

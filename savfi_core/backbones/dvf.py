@@ -44,6 +44,11 @@ class DVFConfig:
 
     widths: tuple[int, int, int, int] = (64, 128, 256, 256)
     batchnorm_momentum: float = 0.9997  # recorded as in the original; never used, BN is frozen
+    # None: the original's flow units, a tanh output of 1 is half the (padded) frame's width or
+    # height, so the same weights predict motion proportional to the frame size and hold only at
+    # the width they were trained at. A number: a tanh output of 1 is half that many pixels at any
+    # frame size (the most motion the network can express is flow_range_pixels / 2).
+    flow_range_pixels: float | None = None
 
 
 PAPER = DVFConfig()
@@ -142,8 +147,9 @@ class DeepVoxelFlow(InterpolationModel):
 
         height, width = frame0.shape[-2:]
         # 0.5 * tanh output is the offset in normalised coordinates (align_corners=True); in pixels
-        # that is times (W-1)/2 horizontally and (H-1)/2 vertically.
-        pixels_per_unit = x.new_tensor([(width - 1) / 2.0, (height - 1) / 2.0]).view(1, 2, 1, 1)
+        # that is times (W-1)/2 horizontally and (H-1)/2 vertically, unless the config fixes the unit.
+        fixed = self.config.flow_range_pixels
+        pixels_per_unit = x.new_tensor([(width - 1) / 2.0, (height - 1) / 2.0] if fixed is None else [fixed, fixed]).view(1, 2, 1, 1)
         flow = 0.5 * x[:, 0:2] * pixels_per_unit
         mask = 0.5 * (1.0 + x[:, 2:3])
         warped0 = backwarp(normalised0, -flow, padding_mode="border")
