@@ -60,6 +60,61 @@ def block_oracle(frame0: torch.Tensor, frame1: torch.Tensor, target: torch.Tenso
     return best
 
 
+def other_size_sets(clips_test, data_root: str):
+    """(name, [(sequence, frame0, frame1, target)]) of every evaluation set at a size other than
+    the tiny weights' training crops; a set whose data is missing is reported and left out."""
+    from savfi_core.data.video import decode_video
+
+    def triplets(dataset):
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            middle = sample.target_index
+            yield str(sample.name), sample.frames[middle - 1], sample.frames[middle + 1], sample.frames[middle]
+
+    sets = []
+    for label, opener in (("Middlebury two-frame pairs", lambda: open_dataset("middlebury", root=os.path.join(data_root, "middlebury"), mode="twoframes")),
+                          ("Vimeo-90K test septuplets", lambda: open_dataset("vimeo_septuplet", root=os.path.join(data_root, "vimeo_septuplet"), split="test"))):
+        try:
+            sets.append((label, list(triplets(opener()))))
+        except ValueError as error:  # DatasetError: the folder is not beside the checkout
+            print(f"({label} left out: {error})\n")
+    full, videos = [], {}
+    for index in range(len(clips_test)):
+        info = clips_test.sample_info(index)  # the held-out septuplet's frame numbers in its video
+        if info["path"] not in videos:
+            videos[info["path"]] = decode_video(info["path"], 1, persist=True)  # not downscaled
+        frame0, target, frame1 = (videos[info["path"]].frames[number].float() / 255.0 for number in info["frame_indices"][2:5])
+        full.append((info["name"], frame0, frame1, target))
+    sets.append(("held-out clips at full resolution", full))
+    return sets
+
+
+def print_other_sizes(models, sizes, clips_test, data_root: str) -> None:
+    print("# Other sizes: gain over frame averaging (dB), mean and worst sequence\n")
+    print(f"`python benchmarks/heldout_per_scene.py --other-sizes`, {datetime.date.today().isoformat()}, "
+          f"{machine_description()}, {os.cpu_count()} cores.\n")
+    names = list(models)
+    print("| data (sequences, size) | frame averaging (dB) | " + " | ".join(f"{name} ({sizes[name]})" for name in names) + " |")
+    print("|---|---:|" + "---|" * len(names))
+    with torch.no_grad():
+        for label, items in other_size_sets(clips_test, data_root):
+            gains = {name: [] for name in names}
+            averages = []
+            for sequence, frame0, frame1, target in items:
+                average = float(psnr((frame0 + frame1) / 2, target))
+                averages.append(average)
+                for name, model in models.items():
+                    gains[name].append((float(psnr(model(frame0[None], frame1[None]).pred[0].clamp(0, 1), target)) - average, sequence))
+            shapes = sorted({f"{frame0.shape[-1]}x{frame0.shape[-2]}" for _, frame0, _, _ in items})
+            cells = []
+            for name in names:
+                mean = sum(gain for gain, _ in gains[name]) / len(gains[name])
+                worst, where = min(gains[name])
+                cells.append(f"{mean:+.3f} (worst {worst:+.2f}, {where})")
+            print(f"| {label} ({len(items)}, {', '.join(shapes)}) | {sum(averages) / len(averages):.3f} | " + " | ".join(cells) + " |")
+    print("\nEach cell: the mean paired gain over frame averaging, then the worst sequence's gain and its name.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # Each backbone at the size that has default weights (tiny where savfi ships them).
@@ -68,10 +123,17 @@ def main() -> None:
         sizes[name] = "tiny" if sizes.get(name) == "tiny" else size
     parser.add_argument("--models", nargs="*", default=sorted(sizes))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--other-sizes", action="store_true",
+                        help="also the sizes the tiny weights were not trained at: Middlebury two-frame pairs, Vimeo-90K "
+                        "test septuplets (both from --data-root) and the held-out clips at full resolution")
+    parser.add_argument("--data-root", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     dataset = open_dataset("clips", split="test")
     models = {name: create_model(name, size=sizes[name], weights="default").eval() for name in arguments.models}
+    if arguments.other_sizes:
+        print_other_sizes(models, sizes, dataset, arguments.data_root)
+        return
     rows, motion_rows = [], []
     with torch.no_grad():
         for index in range(len(dataset)):
