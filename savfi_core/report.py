@@ -418,8 +418,11 @@ def plot_gain_vs_steps(steps_metrics: pd.DataFrame, baseline: pd.DataFrame, refe
 def load_training_curves(evaluation_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """The meta-training curves behind the evaluated checkpoints: each evaluation job's
     ``parameters.yaml`` names its checkpoints (method -> meta_checkpoint.pt), and the training loop
-    wrote ``training_state.curve.csv`` beside each. One row per (backbone, method, seed, step);
-    empty when no curve is found (e.g. evaluations of given weights only)."""
+    wrote ``training_state.curve.csv`` beside each. A grid folder that has moved since (another
+    checkout or machine, the committed records of a study) no longer has those absolute paths: the
+    training job's folder is then looked for beside the evaluation's, under the same name. One row
+    per (backbone, method, seed, step); empty when no curve is found (e.g. evaluations of given
+    weights only)."""
     import yaml
 
     parts = []
@@ -430,6 +433,8 @@ def load_training_curves(evaluation_dirs: Iterable[str | os.PathLike]) -> pd.Dat
         parameters = yaml.safe_load(parameters_path.read_text()) or {}
         for method, checkpoint in (parameters.get("checkpoints") or {}).items():
             curve_path = Path(checkpoint).with_name("training_state.curve.csv")
+            if not curve_path.is_file():
+                curve_path = Path(folder).parent / Path(checkpoint).parent.name / curve_path.name
             if curve_path.is_file():
                 curve = pd.read_csv(curve_path)
                 parts.append(curve.assign(backbone=parameters.get("backbone"), method=method, seed=parameters.get("seed")))

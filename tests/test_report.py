@@ -220,3 +220,12 @@ def test_training_curves_are_found_beside_the_evaluated_checkpoints(tmp_path):
     written = write_report(load_metrics([metrics_path]), tmp_path / "out", curves=curves)
     assert written["training_figure"].is_file() and written["training"].is_file()
     assert load_training_curves([tmp_path / "evaluate-rife_v4-pretrained"]).empty
+
+    # the grid folder moved (committed records, another machine): the recorded absolute
+    # checkpoint paths are gone, the training folders sit beside the evaluations under their names
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for job in tmp_path.glob("*-rife_v4-*"):
+        job.rename(moved / job.name)
+    moved_curves = load_training_curves([moved / f"evaluate-rife_v4-seed{seed}" for seed in (0, 1)])
+    pd.testing.assert_frame_equal(moved_curves, curves)
