@@ -213,6 +213,44 @@ def test_papermill_end_to_end_then_rerun_skips_finished_jobs(local_run, capsys):
 
 
 @pytest.mark.slow
+def test_archived_records_without_weights_resume_as_finished(local_run, tmp_path, capsys):
+    """A finished grid's records, archived without weights (to commit them) and copied back into a
+    new results folder, count as finished there; a training job whose evaluation has not run yet
+    keeps its weights, so it is not archived and runs again."""
+    import shutil
+
+    from savfi_core.study.archive import archive_finished
+    from savfi_core.study.runner import plan
+
+    code, grid, results = local_run
+    assert code == 0
+    jobs = expand_grid(load_grid(grid))
+    archive = tmp_path / "archive"
+    assert archive_finished(jobs, results / "tiny", archive) == [job.job_id for job in jobs]
+    assert not list(archive.rglob("*.pt")) and not list(archive.rglob("notebook.ipynb"))
+    assert (archive / "meta_train-alpha-maml-seed0" / "job.json").is_file()
+    restored = tmp_path / "restored"
+    shutil.copytree(archive, restored / "tiny")
+    assert set(plan(jobs, restored / "tiny").values()) == {"cached"}
+    assert run_all.main(["--grid", str(grid), "--results", str(restored)]) == 0
+    assert "0 ran, 4 unchanged" in capsys.readouterr().out
+
+    # the evaluation of the seed and the report have not run: the training's weights are still needed
+    partial = tmp_path / "partial"
+    shutil.copytree(results / "tiny", partial, ignore=shutil.ignore_patterns("evaluate-alpha-seed0", "report"))
+    assert archive_finished(jobs, partial, tmp_path / "archive-partial") == ["evaluate-alpha-pretrained"]
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "archive-partial", resumed / "tiny")
+    assert plan(jobs, resumed / "tiny") == {"evaluate-alpha-pretrained": "cached", "meta_train-alpha-maml-seed0": "pending",
+                                            "evaluate-alpha-seed0": "pending", "report": "pending"}
+    assert run_all.main(["--grid", str(grid), "--results", str(resumed)]) == 0
+    assert "3 ran, 1 unchanged" in capsys.readouterr().out
+    for job_id in ("evaluate-alpha-pretrained", "evaluate-alpha-seed0"):
+        pd.testing.assert_frame_equal(pd.read_csv(resumed / "tiny" / job_id / "metrics.csv"),
+                                      pd.read_csv(results / "tiny" / job_id / "metrics.csv"))
+
+
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_metrics(local_run, tmp_path):
     code, grid, results = local_run
     assert code == 0
