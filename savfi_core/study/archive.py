@@ -7,12 +7,14 @@ and what a report needs, and leaves the checkpoints out::
 
     python -m savfi_core.study.archive --grid params/rife_study.yaml --results results --to docs/rife_study/jobs
 
-Which jobs: every finished job, except one whose left-out files a dependant that has not finished
-still reads (a training job whose evaluation has not run yet: a record without its checkpoint
-would make the runner skip the training and the evaluation fail). Restoring is a copy back (``cp -r docs/rife_study/jobs/. results/rife_study/``):
-the runner then reuses every archived job whose hash is unchanged (``savfi_core.study.cache``: the
-hash covers notebook, parameters, upstream output digests recorded in ``job.json``, weights file
-and the library code the job runs, none of them the archived files themselves) and runs the rest.
+Which jobs: every finished job, except one whose weights a dependant that has not finished still
+reads (a training job whose evaluation has not run yet: a record without its checkpoint would
+make the runner skip the training and the evaluation fail). Restoring is a copy back
+(``cp -r docs/rife_study/jobs/. results/rife_study/``): the runner then reuses every archived job
+whose hash is unchanged and runs the rest. The hash (``savfi_core.study.cache``) covers notebook,
+parameters, the upstream output digests recorded in ``job.json``, the weights file and the
+library code the job runs, none of them the archived files themselves; so continue from the
+commit the archived records name (``docs/rife_study/README.md``).
 """
 from __future__ import annotations
 
