@@ -82,7 +82,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: results/pretrain_tiny/<model>.pt (git-ignored)")
     parser.add_argument("--init-from", type=Path, default=None,
-                        help="start from the model weights of another pretrain checkpoint (a second phase, e.g. at a lower lr)")
+                        help="start from the model weights of another pretrain checkpoint (a second phase, e.g. at a lower lr) "
+                             "or of shipped weights (savfi_core/weights/tiny/<model>.pt; their provenance's phases carry on)")
     parser.add_argument("--no-ship", action="store_true", help="train and report, never write the package weights")
     return parser.parse_args(argv)
 
@@ -120,13 +121,45 @@ def phase_record_path(checkpoint_path: Path) -> Path:
     return checkpoint_path.with_name(checkpoint_path.name + ".phase.json")
 
 
+def shipped_provenance_path(weights_path: Path) -> Path:
+    """The provenance JSON that ``ship`` writes beside a shipped weights file."""
+    return weights_path.with_suffix(".json")
+
+
+def initial_model_weights(init_from: Path) -> dict:
+    """The model weights a phase starts from: a pretrain checkpoint's, or shipped weights (a plain
+    state_dict with its provenance JSON beside it, e.g. ``savfi_core/weights/tiny/sepconv.pt``)."""
+    loaded = safe_load(init_from)
+    if isinstance(loaded, dict) and isinstance(loaded.get("state"), dict) and "model" in loaded["state"]:
+        return loaded["state"]["model"]
+    if isinstance(loaded, dict) and loaded and all(isinstance(value, torch.Tensor) for value in loaded.values()):
+        if not shipped_provenance_path(init_from).is_file():
+            raise ValueError(f"--init-from {init_from}: a plain state_dict without its provenance "
+                             f"{shipped_provenance_path(init_from).name} beside it, so its training history is unknown")
+        return loaded
+    found = f"keys {sorted(loaded)[:6]}" if isinstance(loaded, dict) else f"a {type(loaded).__name__}"
+    raise ValueError(f"--init-from {init_from}: neither a pretrain checkpoint (a dict with state['model']) "
+                     f"nor shipped weights (a state_dict of tensors); found {found}")
+
+
 def earlier_phase_chain(init_from: Path | None) -> list[dict]:
     """Every phase the weights went through before this one, oldest first: each checkpoint's
     steps, wall time, whole training configuration and command line, following the
-    ``init_from`` links of the phase records back to a run from scratch."""
+    ``init_from`` links of the phase records back to a run from scratch. Shipped weights end the
+    walk: their provenance already lists their own phases."""
     phases = []
     while init_from is not None:
         earlier = safe_load(init_from)
+        if "state" not in earlier:  # shipped weights (initial_model_weights checked the provenance is there)
+            shipped = json.loads(shipped_provenance_path(init_from).read_text())
+            config_keys = ("batch_size", "crop_size", "optimizer", "lr", "lr_schedule", "min_lr", "all_triplets",
+                           "max_grad_norm", "uniform_crop_fraction", "teacher", "config_overrides", "seed")
+            phases[:0] = [*shipped.get("earlier_phases", []),
+                          {"checkpoint": init_from.name, "steps": int(shipped["steps"]),
+                           "wall_time_seconds": float(shipped["wall_time_seconds"]),
+                           "config": {key: shipped[key] for key in config_keys if key in shipped},
+                           "command": shipped.get("regenerate", "not recorded")}]
+            break
         record_path = phase_record_path(init_from)
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         phases.insert(0, {"checkpoint": init_from.name, "steps": int(earlier["step"]),
@@ -254,7 +287,7 @@ def main(argv=None) -> None:
         "init_from": str(arguments.init_from) if arguments.init_from else None,
     }, indent=2) + "\n")
     if arguments.init_from is not None and not checkpoint_path.is_file():
-        model.load_state_dict(safe_load(arguments.init_from)["state"]["model"])
+        model.load_state_dict(initial_model_weights(arguments.init_from))
         print(f"initialized from {arguments.init_from}", flush=True)
     print(f"{arguments.model} tiny: {count_parameters(model)} parameters; checkpoint {checkpoint_path}; pid {os.getpid()}", flush=True)
     pretrain(

@@ -300,6 +300,40 @@ def test_pretrain_tiny_records_every_earlier_phase_oldest_first(tmp_path, monkey
         ("first.pt", 2, "cmd one", 1e-3), ("second.pt", 3, "cmd two", 1e-4)]
 
 
+def test_pretrain_tiny_starts_from_shipped_weights_and_keeps_their_history(tmp_path, monkeypatch):
+    """--init-from takes shipped weights (a plain state_dict with its provenance beside it) as well
+    as a pretrain checkpoint: the weights load, and the chain carries the shipped provenance's own
+    phases and then the shipped phase. Anything else is refused with the file named."""
+    import json
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import pretrain_tiny
+
+    monkeypatch.setattr(pretrain_tiny, "REPO_ROOT", tmp_path)
+    model, _ = run_pretrain(tmp_path / "run.pt", steps=2)
+    shipped = tmp_path / "weights" / "toy.pt"
+    shipped.parent.mkdir()
+    torch.save(model.state_dict(), shipped)
+    earlier = {"checkpoint": "scratch.pt", "steps": 100, "wall_time_seconds": 5.0, "config": {"lr": 1e-3}, "command": "cmd scratch"}
+    shipped.with_suffix(".json").write_text(json.dumps({
+        "steps": 40, "wall_time_seconds": 2.5, "lr": 3e-4, "batch_size": 8, "earlier_phases": [earlier], "regenerate": "cmd shipped"}))
+    weights = pretrain_tiny.initial_model_weights(shipped)
+    assert all(torch.equal(weights[name], value) for name, value in model.state_dict().items())
+    chain = pretrain_tiny.earlier_phase_chain(shipped)
+    assert [(phase["checkpoint"], phase["steps"], phase["command"]) for phase in chain] == [
+        ("scratch.pt", 100, "cmd scratch"), ("toy.pt", 40, "cmd shipped")]
+    assert chain[1]["config"] == {"lr": 3e-4, "batch_size": 8}
+    # a pretrain checkpoint still gives its model weights
+    assert set(pretrain_tiny.initial_model_weights(tmp_path / "run.pt")) == set(model.state_dict())
+
+    shipped.with_suffix(".json").unlink()
+    with pytest.raises(ValueError, match="toy.pt.*without its provenance toy.json"):
+        pretrain_tiny.initial_model_weights(shipped)
+    torch.save({"weights": [1, 2]}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: neither a pretrain checkpoint .* found keys \['weights'\]"):
+        pretrain_tiny.initial_model_weights(tmp_path / "other.pt")
+
+
 def test_pretrain_curve_figure_joins_phases_on_one_step_axis(tmp_path):
     """scripts/plot_pretrain_curves.py: a second phase continues the first's step count."""
     for stem, gains in (("first", [-0.5, 0.1]), ("second", [0.2, 0.25])):
