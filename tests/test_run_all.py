@@ -303,7 +303,10 @@ def test_ctrl_c_stops_the_grid_and_a_rerun_continues_without_redoing_jobs(tmp_pa
                       evaluate={"datasets": [{"name": "fake"}], "protocols": ["meta"], "inner_steps": [1]})
     results = tmp_path / "results"
     command = [sys.executable, str(REPO_ROOT / "run_all.py"), "--grid", str(grid), "--results", str(results), "--jobs", "1"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A shell's background job (`make test &`, nohup) inherits SIGINT ignored, and Python then keeps
+    # it ignored, as every Unix program does: give the grid the terminal's default, as a user's has.
+    process = subprocess.Popen(command, cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(record.get("status") == "done" for record in records(results).values()):
         assert process.poll() is None and time.monotonic() < deadline, "grid ended or stalled before a job finished"

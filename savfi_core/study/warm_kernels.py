@@ -98,11 +98,14 @@ def warm_kernel_server(threads: int, keep_descriptors: tuple[int, ...] = (), log
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
+            # poll before reading: a server that has exited has written all it will, so the
+            # error below always carries its whole output
+            exited = process.poll() is not None
             output.seek(0)
             text = output.read()
             if READY_LINE in text:
                 break
-            if process.poll() is not None or time.monotonic() > deadline:
+            if exited or time.monotonic() > deadline:
                 raise WarmKernelError(f"the warm-kernel server did not start (exit {process.poll()}); its output:\n{text.strip()}")
             time.sleep(0.05)
         print(text.strip().splitlines()[-1], file=log)
