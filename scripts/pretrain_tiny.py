@@ -54,6 +54,11 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="default: the original training's")
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
     parser.add_argument("--min-lr", type=float, default=0.0, help="where the cosine schedule ends")
+    parser.add_argument("--warmup-steps", type=int, default=0,
+                        help="linear learning-rate warmup over the first steps, then --lr-schedule (see pretrain's docstring)")
+    parser.add_argument("--batchnorm-momentum", type=float, default=None,
+                        help="DVF: train its frozen BatchNorm with batch statistics, running ones at this momentum "
+                        "(savfi_core.backbones.dvf.batch_statistics_while_training); default: frozen")
     parser.add_argument("--all-triplets", action="store_true",
                         help="train on every consecutive triplet of each septuplet, not only the query one")
     parser.add_argument("--flow-teacher-weight", type=float, default=0.0,
@@ -152,7 +157,7 @@ def earlier_phase_chain(init_from: Path | None) -> list[dict]:
         earlier = safe_load(init_from)
         if "state" not in earlier:  # shipped weights (initial_model_weights checked the provenance is there)
             shipped = json.loads(shipped_provenance_path(init_from).read_text())
-            config_keys = ("batch_size", "crop_size", "optimizer", "lr", "lr_schedule", "min_lr", "all_triplets",
+            config_keys = ("batch_size", "crop_size", "optimizer", "lr", "lr_schedule", "min_lr", "warmup_steps", "batchnorm_momentum", "all_triplets",
                            "max_grad_norm", "uniform_crop_fraction", "teacher", "config_overrides", "seed")
             phases[:0] = [*shipped.get("earlier_phases", []),
                           {"checkpoint": init_from.name, "steps": int(shipped["steps"]),
@@ -209,6 +214,8 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "lr": saved["config"]["lr"],
         "lr_schedule": saved["config"].get("lr_schedule", "constant"),
         "min_lr": saved["config"].get("min_lr", 0.0),
+        "warmup_steps": saved["config"].get("warmup_steps") or 0,
+        "batchnorm_momentum": saved["config"].get("batchnorm_momentum"),
         "all_triplets": bool(saved["config"].get("all_triplets", False)),
         "max_grad_norm": arguments.max_grad_norm,
         "flow_teacher": saved["config"].get("flow_teacher"),
@@ -229,7 +236,9 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         f"{'--crop-width ' + str(arguments.crop_width) + ' ' if arguments.crop_width else ''}--lr {saved['config']['lr']} "
         f"--optimizer {saved['config']['optimizer']} --seed {arguments.seed} --val-every {arguments.val_every} "
         f"--uniform-crop-fraction {arguments.uniform_crop_fraction} --max-grad-norm {arguments.max_grad_norm} "
-        f"--lr-schedule {arguments.lr_schedule} --min-lr {arguments.min_lr}{' --all-triplets' if arguments.all_triplets else ''}"
+        f"--lr-schedule {arguments.lr_schedule} --min-lr {arguments.min_lr}"
+        f"{' --warmup-steps ' + str(arguments.warmup_steps) if arguments.warmup_steps else ''}"
+        f"{' --batchnorm-momentum ' + str(arguments.batchnorm_momentum) if arguments.batchnorm_momentum is not None else ''}{' --all-triplets' if arguments.all_triplets else ''}"
         f"{' --flow-teacher-weight ' + str(arguments.flow_teacher_weight) if arguments.flow_teacher_weight else ''}"
         f"{teacher_flags(arguments)}"
         f"{' --init-from ' + str(arguments.init_from) if arguments.init_from else ''}",
@@ -309,6 +318,8 @@ def main(argv=None) -> None:
         max_grad_norm=arguments.max_grad_norm,
         lr_schedule=arguments.lr_schedule,
         min_lr=arguments.min_lr,
+        warmup_steps=arguments.warmup_steps,
+        batchnorm_momentum=arguments.batchnorm_momentum,
         flow_teacher_weight=arguments.flow_teacher_weight,
         teacher=create_model(arguments.teacher, weights="default") if arguments.teacher else None,
         distill_weight=arguments.distill_weight,

@@ -53,6 +53,41 @@ def test_batchnorm_stays_in_eval_mode_and_never_updates_its_statistics():
         assert torch.equal(buffer, before[name]), f"{name} changed in a forward pass"
 
 
+def test_pretraining_batchnorm_uses_batch_statistics_in_train_mode_only_and_only_inside_its_context():
+    from savfi_core.backbones.dvf import FrozenBatchNorm2d, batch_statistics_while_training
+
+    torch.manual_seed(0)
+    model = create_model("dvf", size="tiny")
+    _randomise_batchnorm_statistics(model)
+    frame0, frame1, _ = _frames(64, 64, seed=2)  # a multiple of 64: no padding before conv1
+    layer = model.conv1_bn
+    frozen_mean = layer.running_mean.clone()
+    with batch_statistics_while_training(model, momentum=0.25) as switched:
+        assert switched == sum(isinstance(module, FrozenBatchNorm2d) for module in model.modules()) == 7
+        assert layer.updates_running_statistics
+        with torch.no_grad():
+            model.train()(frame0, frame1)
+            features = model.conv1(torch.cat([(frame0 * 255 - 127.5) / 127.5, (frame1 * 255 - 127.5) / 127.5], 1))
+        batch_mean = features.mean(dim=(0, 2, 3))
+        torch.testing.assert_close(layer.running_mean, 0.75 * frozen_mean + 0.25 * batch_mean)
+        normalised = layer(features)  # train mode: the batch's own statistics, so every channel has mean ~bias
+        torch.testing.assert_close(normalised.mean(dim=(0, 2, 3)), layer.bias.detach().expand(12), atol=1e-5, rtol=0)
+        model.eval()
+        assert not layer.updates_running_statistics
+        updated = layer.running_mean.clone()
+        with torch.no_grad():
+            model(frame0, frame1)
+        assert torch.equal(layer.running_mean, updated)
+    model.train()
+    assert not layer.updates_running_statistics
+    with torch.no_grad():
+        model(frame0, frame1)
+    assert torch.equal(layer.running_mean, updated), "frozen again after the context"
+    with pytest.raises(ValueError, match="momentum"):
+        with batch_statistics_while_training(model, momentum=0.0):
+            pass
+
+
 def test_functional_call_reads_the_batchnorm_buffers_it_is_given():
     torch.manual_seed(0)
     model = create_model("dvf", size="tiny").train()

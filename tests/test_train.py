@@ -126,6 +126,38 @@ def test_cosine_schedule_decays_to_min_lr_and_resumes_exactly(tmp_path):
         run_pretrain(tmp_path / "resumed.pt", steps=8, **schedule)
 
 
+def test_warmup_rises_linearly_then_the_cosine_takes_the_rest_of_the_budget_and_resumes_exactly(tmp_path):
+    schedule = dict(lr=1e-2, lr_schedule="cosine", min_lr=1e-4, warmup_steps=3)
+    _, straight = run_pretrain(tmp_path / "straight.pt", steps=8, **schedule)
+    warmup = [1e-2 / 3, 2e-2 / 3, 1e-2]
+    cosine = [1e-4 + (1e-2 - 1e-4) * (1 + math.cos(math.pi * step / 5)) / 2 for step in range(5)]
+    assert straight["lr"].tolist() == pytest.approx(warmup + cosine, rel=1e-9)
+    run_pretrain(tmp_path / "resumed.pt", steps=8, val_dataset=ShiftedFrames(count=1), val_every=2,
+                 stop_when=lambda scores: True, **schedule)  # stopped inside the warmup, after step 2
+    _, resumed = run_pretrain(tmp_path / "resumed.pt", steps=8, model_seed=9, **schedule)
+    assert resumed["loss"].tolist() == straight["loss"].tolist()
+    assert resumed["lr"].tolist() == straight["lr"].tolist()
+    with pytest.raises(ResumeMismatchError, match="warmup_steps"):
+        run_pretrain(tmp_path / "resumed.pt", steps=8, **{**schedule, "warmup_steps": 0})
+    with pytest.raises(ValueError, match="warmup_steps"):
+        run_pretrain(tmp_path / "other.pt", steps=3, **schedule)
+
+
+def test_batchnorm_momentum_trains_dvf_with_batch_statistics_and_needs_frozen_batchnorm(tmp_path):
+    model = create_model("dvf", size="tiny", flow_range_pixels=16.0)
+    before = model.deconv3_bn.running_var.clone()
+    settings = dict(steps=2, batch_size=2, seed=7, checkpoint_every=3, crop_size=16, progress=False, log=lambda _: None)
+    pretrain(model, ShiftedFrames(size=64), checkpoint_path=tmp_path / "dvf.pt", batchnorm_momentum=0.5, **settings)
+    assert not torch.equal(model.deconv3_bn.running_var, before)
+    assert not model.deconv3_bn.updates_running_statistics  # frozen again once training returned
+    assert torch.load(tmp_path / "dvf.pt", weights_only=True)["config"]["batchnorm_momentum"] == 0.5
+    with pytest.raises(ResumeMismatchError, match="batchnorm_momentum"):
+        pretrain(create_model("dvf", size="tiny", flow_range_pixels=16.0), ShiftedFrames(size=64),
+                 checkpoint_path=tmp_path / "dvf.pt", batchnorm_momentum=0.1, **{**settings, "steps": 3})
+    with pytest.raises(ValueError, match="no frozen BatchNorm"):
+        run_pretrain(tmp_path / "other.pt", steps=1, batchnorm_momentum=0.1)
+
+
 def test_resume_with_different_settings_is_refused(tmp_path):
     run_pretrain(tmp_path / "run.pt", steps=2)
     with pytest.raises(ResumeMismatchError, match="batch_size"):

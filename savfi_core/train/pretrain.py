@@ -1,6 +1,7 @@
 """Supervised pretraining of a backbone on (frame t-1, frame t+1 -> frame t) triplets."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -8,6 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from savfi_core.backbones.dvf import batch_statistics_while_training
 from savfi_core.train.common import DivergenceGuard, GeometricAugmentation, sample_pair_batch, sample_triplet_batch, validate_model
 from savfi_core.train.distributed import DistributedContext, distributed_context, has_training_batchnorm
 from savfi_core.train.distill import motion_loss, teacher_targets
@@ -28,6 +30,25 @@ def default_optimizer(model: nn.Module) -> tuple[str, float]:
         raise ValueError(f"no original optimizer known for model {name!r} (none in savfi_core.backbones.pretrained); "
                          f"pass optimizer= and lr= explicitly")
     return info.optimizer, info.lr
+
+
+def learning_rate_scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps: int, min_lr: float,
+                            warmup_steps: int = 0) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """One scheduler step per training step: an optional linear warmup, then ``schedule``.
+
+    ``constant``: None (no scheduler) without warmup; ``cosine``: from the optimizer's rate down to
+    ``min_lr`` at step ``steps``.
+    """
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown lr_schedule {schedule!r}; choose 'constant' or 'cosine'")
+    schedulers = torch.optim.lr_scheduler
+    after = schedulers.CosineAnnealingLR(optimizer, T_max=steps - warmup_steps, eta_min=min_lr) if schedule == "cosine" else None
+    if not warmup_steps:
+        return after
+    warmup = schedulers.LinearLR(optimizer, start_factor=1.0 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1)
+    if after is None:
+        return warmup
+    return schedulers.SequentialLR(optimizer, [warmup, after], milestones=[warmup_steps])
 
 
 def teacher_record(teacher: nn.Module | None, distill_weight: float, motion_weight: float, pair_batch_size: int) -> dict | None:
@@ -68,6 +89,8 @@ def pretrain(
     max_grad_norm: float | None = 1.0,
     lr_schedule: str = "constant",
     min_lr: float = 0.0,
+    warmup_steps: int = 0,
+    batchnorm_momentum: float | None = None,
     flow_teacher_weight: float = 0.0,
     flow_teacher_radius: int = 6,
     flow_teacher_window: int = 15,
@@ -97,6 +120,15 @@ def pretrain(
     one scheduler step per loop step, skipped ones included, so the rate depends only on the step).
     A fixed budget with a cosine decay ends on a settled checkpoint, which is the one to ship:
     nothing has to be picked from a noisy curve.
+    warmup_steps: the rate rises linearly from ``lr / warmup_steps`` to ``lr`` over the first
+    ``warmup_steps`` steps, then follows ``lr_schedule`` over the rest of the budget (Adam's first
+    steps move every weight by about ``lr`` at once). It did not keep a tiny DVF's features alive:
+    with 300 warmup steps the mean activation feeding its output had still fallen from 0.49 to
+    0.001 by step 60; ``batchnorm_momentum`` did.
+    batchnorm_momentum: for a model whose BatchNorm is frozen (DVF): train it with batch
+    statistics, updating the running ones at this momentum (PyTorch's convention), as the original
+    DVF was trained (:func:`savfi_core.backbones.dvf.batch_statistics_while_training` says why);
+    validation and everything after training use the frozen layers. None: frozen throughout.
     flow_teacher_weight: when > 0, adds ``flow_teacher_weight * mean|flow - factor * s|`` (the
     ``flow_teacher`` term) for each motion field of the backbone's output, with s the bilateral
     block-matching displacement of the training crop (:mod:`savfi_core.train.flow_teacher`, search
@@ -150,12 +182,9 @@ def pretrain(
         items, share = slice(shard[0], shard[-1] + 1), len(shard) / batch_size
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     torch_optimizer = OPTIMIZERS[optimizer](parameters, lr=lr)
-    if lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose 'constant' or 'cosine'")
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=steps, eta_min=min_lr)
-        if lr_schedule == "cosine" else None
-    )
+    if not 0 <= warmup_steps < max(steps, 1):
+        raise ValueError(f"warmup_steps must be in [0, steps={steps}), got {warmup_steps}")
+    scheduler = learning_rate_scheduler(torch_optimizer, lr_schedule, steps, min_lr, warmup_steps)
     if flow_teacher_weight < 0:
         raise ValueError(f"flow_teacher_weight must be >= 0, got {flow_teacher_weight}")
     if min(distill_weight, motion_weight, pair_batch_size) < 0:
@@ -262,6 +291,8 @@ def pretrain(
         "min_lr": min_lr,
         # a cosine decay is laid out over the whole budget, so its budget may not change on resume
         "schedule_steps": steps if lr_schedule == "cosine" else None,
+        "warmup_steps": warmup_steps or None,  # None when off: checkpoints older than the option match
+        "batchnorm_momentum": batchnorm_momentum,
         "jump_factor": jump_factor,
         "flow_teacher": (
             {"weight": flow_teacher_weight, "radius": flow_teacher_radius, "window": flow_teacher_window}
@@ -272,21 +303,25 @@ def pretrain(
             {"scale_range": list(scale_range), "max_rotation_degrees": max_rotation_degrees} if geometric.enabled else None
         ),
     }
-    return run_training(
-        kind="pretrain",
-        steps=steps,
-        seed=seed,
-        checkpoint_path=checkpoint_path,
-        config=config,
-        get_state=get_state,
-        set_state=set_state,
-        train_step=train_step,
-        validate=validate,
-        val_every=val_every,
-        checkpoint_every=checkpoint_every,
-        guard=guard,
-        progress=progress,
-        log=log,
-        stop_when=stop_when,
-        distributed=distributed,
-    )
+    batchnorm = contextlib.nullcontext() if batchnorm_momentum is None else batch_statistics_while_training(model, batchnorm_momentum)
+    with batchnorm as switched:
+        if batchnorm_momentum is not None and not switched:
+            raise ValueError(f"batchnorm_momentum={batchnorm_momentum}: {config['model']} has no frozen BatchNorm layer to train")
+        return run_training(
+            kind="pretrain",
+            steps=steps,
+            seed=seed,
+            checkpoint_path=checkpoint_path,
+            config=config,
+            get_state=get_state,
+            set_state=set_state,
+            train_step=train_step,
+            validate=validate,
+            val_every=val_every,
+            checkpoint_every=checkpoint_every,
+            guard=guard,
+            progress=progress,
+            log=log,
+            stop_when=stop_when,
+            distributed=distributed,
+        )
