@@ -17,6 +17,10 @@ averaging and the mean gain over it of:
   truth: per pixel, the symmetric whole-pixel shift in [-6, 6]^2 whose two samples agree best over
   a 15x15 box. A method, and the motion teacher ``pretrain(flow_teacher_weight=...)`` can use.
 
+``--candidate MODEL=CHECKPOINT`` adds a column for a tiny MODEL with the weights of a pretrain
+checkpoint that is not shipped (``--candidate-override FIELD=VALUE`` for its config, as the run's
+``--config-override``), in every table: a run is judged by the same measurements before it ships.
+
 A second table compares the size of the motion each flow backbone's fields encode (mean |field /
 factor|, in pixels between the middle frame and either input, see ``model_motion_fields``) with
 the size of the motion the block matching finds: a network that learned no motion shows ~0.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 
 import pandas as pd
@@ -89,12 +94,12 @@ def other_size_sets(clips_test, data_root: str):
     return sets
 
 
-def print_other_sizes(models, sizes, clips_test, data_root: str) -> None:
+def print_other_sizes(models: dict, clips_test, data_root: str) -> None:
     print("# Other sizes: gain over frame averaging (dB), mean and worst sequence\n")
     print(f"`python benchmarks/heldout_per_scene.py --other-sizes`, {datetime.date.today().isoformat()}, "
           f"{machine_description()}, {os.cpu_count()} cores.\n")
     names = list(models)
-    print("| data (sequences, size) | frame averaging (dB) | " + " | ".join(f"{name} ({sizes[name]})" for name in names) + " |")
+    print("| data (sequences, size) | frame averaging (dB) | " + " | ".join(names) + " |")
     print("|---|---:|" + "---|" * len(names))
     with torch.no_grad():
         for label, items in other_size_sets(clips_test, data_root):
@@ -103,7 +108,7 @@ def print_other_sizes(models, sizes, clips_test, data_root: str) -> None:
             for sequence, frame0, frame1, target in items:
                 average = float(psnr((frame0 + frame1) / 2, target))
                 averages.append(average)
-                for name, model in models.items():
+                for name, (_, model) in models.items():
                     gains[name].append((float(psnr(model(frame0[None], frame1[None]).pred[0].clamp(0, 1), target)) - average, sequence))
             shapes = sorted({f"{frame0.shape[-1]}x{frame0.shape[-2]}" for _, frame0, _, _ in items})
             cells = []
@@ -113,6 +118,25 @@ def print_other_sizes(models, sizes, clips_test, data_root: str) -> None:
                 cells.append(f"{mean:+.3f} (worst {worst:+.2f}, {where})")
             print(f"| {label} ({len(items)}, {', '.join(shapes)}) | {sum(averages) / len(averages):.3f} | " + " | ".join(cells) + " |")
     print("\nEach cell: the mean paired gain over frame averaging, then the worst sequence's gain and its name.")
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    field, separator, value = item.partition("=")
+    if not separator:
+        raise SystemExit(f"--candidate-override needs FIELD=VALUE, got {item!r}")
+    return field, json.loads(value)
+
+
+def candidate_model(name: str, path: str, overrides: dict) -> tuple[str, torch.nn.Module]:
+    """A tiny ``name`` with the model weights of a pretrain checkpoint; its column label."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"--candidate {name}={path}: no such file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("state"), dict) and "model" in checkpoint["state"]):
+        raise SystemExit(f"--candidate {name}={path}: not a pretrain checkpoint (a dict with state['model'])")
+    model = create_model(name, size="tiny", **overrides)
+    model.load_state_dict(checkpoint["state"]["model"])
+    return f"{name} (candidate {os.path.basename(path)}, step {checkpoint.get('step')})", model.eval()
 
 
 def main() -> None:
@@ -127,12 +151,26 @@ def main() -> None:
                         help="also the sizes the tiny weights were not trained at: Middlebury two-frame pairs, Vimeo-90K "
                         "test septuplets (both from --data-root) and the held-out clips at full resolution")
     parser.add_argument("--data-root", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+    parser.add_argument("--candidate", action="append", default=[], metavar="MODEL=CHECKPOINT",
+                        help="also a tiny MODEL with the weights of a pretrain checkpoint (scripts/pretrain_tiny.py "
+                        "--checkpoint), e.g. a run not shipped yet; repeatable")
+    parser.add_argument("--candidate-override", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config field of the candidates' models (JSON value), as the run's --config-override")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     dataset = open_dataset("clips", split="test")
-    models = {name: create_model(name, size=sizes[name], weights="default").eval() for name in arguments.models}
+    # column label -> (registry name, model)
+    models = {f"{name} ({sizes[name]})": (name, create_model(name, size=sizes[name], weights="default").eval())
+              for name in arguments.models}
+    overrides = dict(parse_override(item) for item in arguments.candidate_override)
+    for item in arguments.candidate:
+        name, separator, path = item.partition("=")
+        if not separator:
+            raise SystemExit(f"--candidate needs MODEL=CHECKPOINT, got {item!r}")
+        label, model = candidate_model(name, path, overrides)
+        models[label] = (name, model)
     if arguments.other_sizes:
-        print_other_sizes(models, sizes, dataset, arguments.data_root)
+        print_other_sizes(models, dataset, arguments.data_root)
         return
     rows, motion_rows = [], []
     with torch.no_grad():
@@ -147,14 +185,14 @@ def main() -> None:
                    "block oracle (sees GT)": float(psnr(block_oracle(frame0, frame1, target), target)) - average,
                    "block matching (no GT)": float(psnr(bilateral_middle(frame0[None], frame1[None], displacement)[0], target)) - average}
             motion = {"scene": scene, "block matching": float(displacement.norm(dim=1).mean())}
-            for name, model in models.items():
+            for label, (name, model) in models.items():
                 output = model(frame0[None], frame1[None])
-                row[f"{name} ({sizes[name]})"] = float(psnr(output.pred[0].clamp(0, 1), target)) - average
+                row[label] = float(psnr(output.pred[0].clamp(0, 1), target)) - average
                 try:
                     fields = model_motion_fields(name, output.aux)
                 except ValueError:  # SepConv, CAIN: no motion field
                     continue
-                motion[f"{name} ({sizes[name]})"] = sum(float((field / factor).norm(dim=1).mean()) for _, field, factor in fields) / len(fields)
+                motion[label] = sum(float((field / factor).norm(dim=1).mean()) for _, field, factor in fields) / len(fields)
             rows.append(row)
             motion_rows.append(motion)
     table = pd.DataFrame(rows)

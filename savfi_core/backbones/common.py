@@ -71,6 +71,8 @@ class InterpolationModel(nn.Module):
       pad_mode: str                   'reflect', 'replicate' or 'constant' (zeros), as the original pads
       pad_anchor: str                 'center' (pad both sides evenly) or 'top_left' (pad only the
                                       bottom and right, as RIFE's inference code does)
+      pad_margin: int                 the least padding on every side ('center' only; 0: pad only up
+                                      to the multiple). A config may set it per instance (DVF's)
       supports_time: bool             whether ``forward(..., time=t)`` can ask for any 0 < t < 1
                                       (the others always predict the middle, t = 0.5)
       checkpoint_name_map: list of (original_prefix, our_prefix) pairs applied to checkpoint keys
@@ -89,6 +91,7 @@ class InterpolationModel(nn.Module):
     pad_multiple: int = 1
     pad_mode: str = "reflect"
     pad_anchor: str = "center"
+    pad_margin: int = 0
     supports_time: bool = False
     checkpoint_name_map: list[tuple[str, str]] = []
     checkpoint_sections: dict[str, str] = {}
@@ -106,8 +109,8 @@ class InterpolationModel(nn.Module):
                 f"{type(self).__name__} expects two [B,3,H,W] frames of one shape, got "
                 f"{tuple(frame0.shape)} and {tuple(frame1.shape)}"
             )
-        padded0, crop = pad_to_multiple(frame0, self.pad_multiple, self.pad_mode, self.pad_anchor)
-        padded1, _ = pad_to_multiple(frame1, self.pad_multiple, self.pad_mode, self.pad_anchor)
+        padded0, crop = pad_to_multiple(frame0, self.pad_multiple, self.pad_mode, self.pad_anchor, self.pad_margin)
+        padded1, _ = pad_to_multiple(frame1, self.pad_multiple, self.pad_mode, self.pad_anchor, self.pad_margin)
         if time is None:
             output = self.interpolate(padded0, padded1)
         elif not self.supports_time:
@@ -147,22 +150,26 @@ def _is_spatial(value: Tensor, padded: Tensor) -> bool:
 
 
 def pad_to_multiple(
-    image: Tensor, multiple: int, mode: str = "reflect", anchor: str = "center"
+    image: Tensor, multiple: int, mode: str = "reflect", anchor: str = "center", margin: int = 0
 ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     """Pad [B,C,H,W] up to a multiple of ``multiple``; return the crop back.
 
     anchor "center" pads both sides evenly; "top_left" keeps the image at the top left and pads
-    only the bottom and right (as RIFE's inference code does with zeros).
+    only the bottom and right (as RIFE's inference code does with zeros). margin: at least that
+    much padding on every side ("center" only), so that no image edge meets the network's own
+    zero padding.
 
     Reflection cannot pad by more than the image size minus one (tiny crops padded to 128);
     those pads are done in several reflection rounds, so a small image is mirrored repeatedly
     instead of switching to a different padding rule.
     """
     height, width = image.shape[-2:]
-    target_height = math.ceil(height / multiple) * multiple
-    target_width = math.ceil(width / multiple) * multiple
     if anchor not in ("center", "top_left"):
         raise ValueError(f"pad anchor must be 'center' or 'top_left', got {anchor!r}")
+    if margin < 0 or (margin and anchor != "center"):
+        raise ValueError(f"pad margin must be >= 0, and 0 unless the anchor is 'center'; got {margin} with {anchor!r}")
+    target_height = math.ceil((height + 2 * margin) / multiple) * multiple
+    target_width = math.ceil((width + 2 * margin) / multiple) * multiple
     top = (target_height - height) // 2 if anchor == "center" else 0
     left = (target_width - width) // 2 if anchor == "center" else 0
     bottom = target_height - height - top
