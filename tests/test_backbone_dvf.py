@@ -155,26 +155,3 @@ def test_paper_size_is_the_published_architecture():
     assert paper.pad_multiple == 64 and paper.pad_mode == "reflect"
     assert count_parameters(paper) == 3_821_891  # manifest num_params of voxelflow.json
     assert sum(b.numel() for n, b in paper.named_buffers() if not n.endswith("num_batches_tracked")) == 2_304
-
-
-def test_pad_margin_keeps_reflected_context_on_every_side_and_crops_back():
-    from savfi_core.backbones import pad_to_multiple
-
-    image = torch.rand(1, 3, 10, 20, generator=torch.Generator().manual_seed(0))
-    padded, crop = pad_to_multiple(image, 8, "reflect", margin=3)
-    assert padded.shape[-2:] == (16, 32)  # ceil((10 + 6) / 8) * 8, ceil((20 + 6) / 8) * 8
-    assert torch.equal(crop(padded), image)
-    top, left = (16 - 10) // 2, (32 - 20) // 2
-    assert min(top, left) >= 3 and torch.equal(padded[..., top - 1, left:left + 20], image[..., 1, :])  # reflected, not zeros
-    with pytest.raises(ValueError, match="margin"):
-        pad_to_multiple(image, 8, "constant", anchor="top_left", margin=3)
-
-    # DVF: a frame already a multiple of 64 is still framed by pad_margin pixels of reflection
-    shapes = []
-    model = create_model("dvf", size="tiny", pad_margin=16)
-    model.conv1.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(inputs[0].shape[-2:])))
-    frame0, frame1, _ = _frames(64, 128, seed=1)
-    with torch.no_grad():
-        output = model(frame0, frame1)
-    assert shapes == [(128, 192)] and output.pred.shape[-2:] == (64, 128)
-    assert create_model("dvf", size="tiny").pad_margin == 0  # the original: only up to the multiple

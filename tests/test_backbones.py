@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from savfi_core.backbones import create_model, list_models
+from savfi_core.backbones import create_model, list_models, pad_to_multiple
 from savfi_core.backbones.pretrained import pretrained_weights
 from savfi_core.backbones.weights import CheckpointMismatchError, split_checkpoint
 
@@ -149,3 +149,27 @@ def test_functional_call_gives_finite_nonzero_second_order_gradients(name, size)
     nonzero = [n for n, g in zip(names, second) if g is not None and float(g.abs().sum()) > 0]
     assert all(torch.isfinite(g).all() for g in second if g is not None)
     assert nonzero, "second-order gradients are all zero"
+
+
+@pytest.mark.parametrize("name, multiple", [("dvf", 64), ("rrin", 128)])
+def test_pad_margin_frames_even_a_whole_multiple_with_reflection(name, multiple):
+    model = create_model(name, size="tiny", pad_margin=16)
+    shapes = []
+    interpolate = model.interpolate
+    model.interpolate = lambda frame0, frame1: shapes.append(tuple(frame0.shape[-2:])) or interpolate(frame0, frame1)
+    frames = torch.rand(2, 1, 3, multiple, 2 * multiple, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        output = model(frames[0], frames[1])
+    assert shapes == [(2 * multiple, 3 * multiple)] and output.pred.shape[-2:] == (multiple, 2 * multiple)
+    assert create_model(name, size="tiny").pad_margin == 0
+
+
+def test_pad_to_multiple_with_a_margin_keeps_reflected_context_on_every_side_and_crops_back():
+    image = torch.rand(1, 3, 10, 20, generator=torch.Generator().manual_seed(0))
+    padded, crop = pad_to_multiple(image, 8, "reflect", margin=3)
+    assert padded.shape[-2:] == (16, 32)  # ceil((10 + 6) / 8) * 8, ceil((20 + 6) / 8) * 8
+    assert torch.equal(crop(padded), image)
+    top, left = (16 - 10) // 2, (32 - 20) // 2
+    assert min(top, left) >= 3 and torch.equal(padded[..., top - 1, left:left + 20], image[..., 1, :])  # reflected, not zeros
+    with pytest.raises(ValueError, match="margin"):
+        pad_to_multiple(image, 8, "constant", anchor="top_left", margin=3)

@@ -46,10 +46,14 @@ class RRINConfig:
         paper, wf = 5). The U-Net depths (Mask 4, Flow_L 5, refine_flow 4, final 4) are the topology
         and stay fixed.
     time: the interpolated instant t in (0, 1); the paper evaluates t = 0.5.
+    pad_margin: least reflection padding on every side (0: only up to a multiple of 128, as the
+        original); see ``DVFConfig.pad_margin``: 96-pixel training crops are reflected out to 128,
+        and a frame whose width is a multiple of 128 (640) otherwise meets zero padding.
     """
 
     base_channels: int = 32
     time: float = 0.5
+    pad_margin: int = 0
 
 
 PAPER = RRINConfig()
@@ -143,6 +147,7 @@ class RRIN(InterpolationModel):
     def __init__(self, config: RRINConfig = PAPER):
         super().__init__()
         self.config = config
+        self.pad_margin = config.pad_margin
         width = config.base_channels
         self.Mask = UNet(16, 2, 4, width)
         self.Flow_L = UNet(6, 4, 5, width)
