@@ -61,6 +61,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         "(savfi_core.backbones.dvf.batch_statistics_while_training); default: frozen")
     parser.add_argument("--all-triplets", action="store_true",
                         help="train on every consecutive triplet of each septuplet, not only the query one")
+    parser.add_argument("--triplet-gaps", type=int, nargs="+", default=[1],
+                        help="distances g from the target to each input, triplets (t-g, t+g -> t); 2 doubles the motion")
     parser.add_argument("--flow-teacher-weight", type=float, default=0.0,
                         help="weight of the bilateral block-matching motion target (savfi_core.train.flow_teacher); "
                         "flow backbones only, 0 = none")
@@ -157,7 +159,7 @@ def earlier_phase_chain(init_from: Path | None) -> list[dict]:
         earlier = safe_load(init_from)
         if "state" not in earlier:  # shipped weights (initial_model_weights checked the provenance is there)
             shipped = json.loads(shipped_provenance_path(init_from).read_text())
-            config_keys = ("batch_size", "crop_size", "optimizer", "lr", "lr_schedule", "min_lr", "warmup_steps", "batchnorm_momentum", "all_triplets",
+            config_keys = ("batch_size", "crop_size", "optimizer", "lr", "lr_schedule", "min_lr", "warmup_steps", "batchnorm_momentum", "all_triplets", "triplet_gaps",
                            "max_grad_norm", "uniform_crop_fraction", "teacher", "config_overrides", "seed")
             phases[:0] = [*shipped.get("earlier_phases", []),
                           {"checkpoint": init_from.name, "steps": int(shipped["steps"]),
@@ -217,6 +219,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "warmup_steps": saved["config"].get("warmup_steps") or 0,
         "batchnorm_momentum": saved["config"].get("batchnorm_momentum"),
         "all_triplets": bool(saved["config"].get("all_triplets", False)),
+        "triplet_gaps": saved["config"].get("triplet_gaps") or [1],
         "max_grad_norm": arguments.max_grad_norm,
         "flow_teacher": saved["config"].get("flow_teacher"),
         "teacher": saved["config"].get("teacher"),
@@ -239,6 +242,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         f"--lr-schedule {arguments.lr_schedule} --min-lr {arguments.min_lr}"
         f"{' --warmup-steps ' + str(arguments.warmup_steps) if arguments.warmup_steps else ''}"
         f"{' --batchnorm-momentum ' + str(arguments.batchnorm_momentum) if arguments.batchnorm_momentum is not None else ''}{' --all-triplets' if arguments.all_triplets else ''}"
+        f"{' --triplet-gaps ' + ' '.join(map(str, arguments.triplet_gaps)) if arguments.triplet_gaps != [1] else ''}"
         f"{' --flow-teacher-weight ' + str(arguments.flow_teacher_weight) if arguments.flow_teacher_weight else ''}"
         f"{teacher_flags(arguments)}"
         f"{' --init-from ' + str(arguments.init_from) if arguments.init_from else ''}",
@@ -315,6 +319,7 @@ def main(argv=None) -> None:
         crop_candidates=arguments.crop_candidates,
         uniform_crop_fraction=arguments.uniform_crop_fraction,
         all_triplets=arguments.all_triplets,
+        triplet_gaps=tuple(arguments.triplet_gaps),
         max_grad_norm=arguments.max_grad_norm,
         lr_schedule=arguments.lr_schedule,
         min_lr=arguments.min_lr,

@@ -225,6 +225,27 @@ def test_triplet_batches_take_t_minus_1_and_t_plus_1_and_prefer_moving_crops():
         assert torch.equal(target[index][:, :, 1:], frame0[index][:, :, :-1]) or torch.equal(target[index][:, :, :-1], frame0[index][:, :, 1:])
 
 
+def test_triplet_gaps_offer_t_minus_g_and_t_plus_g_inside_the_sample_and_double_the_motion(tmp_path):
+    from savfi_core.train.common import triplet_positions
+
+    sample = ShiftedFrames(count=1, size=32).samples[0]  # septuplet, target index 3
+    assert triplet_positions(sample) == [(2, 4, 3)]
+    assert triplet_positions(sample, gaps=(1, 2)) == [(2, 4, 3), (1, 5, 3)]
+    assert triplet_positions(sample, all_triplets=True, gaps=(3,)) == [(0, 6, 3)]  # the only centre 3 frames from both ends
+    with pytest.raises(ValueError, match="gaps"):
+        triplet_positions(sample, gaps=(0,))
+    with pytest.raises(ValueError, match="gaps"):
+        triplet_positions(sample, gaps=(4,))
+    # gap 2 only: the texture moves one pixel a frame, so target = frame0 shifted by 2 pixels
+    frame0, frame1, target = sample_triplet_batch(ShiftedFrames(count=1, size=32), 2, torch.Generator().manual_seed(0),
+                                                  augment=False, gaps=(2,))
+    assert torch.equal(target[:, :, :, 2:], frame0[:, :, :, :-2])
+    run_pretrain(tmp_path / "run.pt", steps=2, triplet_gaps=(1, 2))
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["config"]["triplet_gaps"] == [1, 2]
+    with pytest.raises(ResumeMismatchError, match="triplet_gaps"):
+        run_pretrain(tmp_path / "run.pt", steps=3)
+
+
 def test_validation_prints_psnr_beside_frame_averaging(tmp_path):
     pytest.importorskip("savfi_core.metrics", reason="savfi_core.metrics.psnr not written yet")
     messages = []

@@ -134,21 +134,25 @@ class DivergenceGuard:
 # --------------------------------------------------------------------------------------------
 # Sampling: triplets and motion-aware crops
 # --------------------------------------------------------------------------------------------
-def triplet_positions(sample, all_triplets: bool = False) -> list[tuple[int, int, int]]:
+def triplet_positions(sample, all_triplets: bool = False, gaps: tuple[int, ...] = (1,)) -> list[tuple[int, int, int]]:
     """(first input, second input, target) frame positions of a sample.
 
     The default is the sample's own query, (t-1, t+1 -> t) with t = ``target_index`` (the
     middle frame of a Vimeo septuplet or triplet). With ``all_triplets`` every (i-1, i+1 -> i)
     whose three frames are valid is offered (5 per Vimeo septuplet), so each decoded window
-    yields more training pairs.
+    yields more training pairs. ``gaps``: the distances g from the target to each input that
+    are offered, (i-g, i+g -> i); g = 2 is SAVFI's own support triplet (I1, I5 -> I3) and
+    doubles the motion between the inputs. Positions that leave the sample are not offered.
     """
     from savfi_core.meta.tasks import valid_at
 
+    if not gaps or min(gaps) < 1:
+        raise ValueError(f"triplet gaps must be integers >= 1, got {gaps}")
     valid = [bool(v) for v in torch.as_tensor(sample.valid).tolist()]
     centres = range(1, len(valid) - 1) if all_triplets else [int(sample.target_index)]
-    positions = [(i - 1, i + 1, i) for i in centres if valid_at(sample.valid, (i - 1, i, i + 1))]
+    positions = [(i - g, i + g, i) for g in gaps for i in centres if valid_at(sample.valid, (i - g, i, i + g))]
     if not positions:
-        raise ValueError(f"sample {getattr(sample, 'name', '?')!r} has no valid (t-1, t+1 -> t) triplet (valid={valid})")
+        raise ValueError(f"sample {getattr(sample, 'name', '?')!r} has no valid (t-g, t+g -> t) triplet for gaps {gaps} (valid={valid})")
     return positions
 
 
@@ -277,6 +281,7 @@ def sample_triplet_batch(
     augment: bool = True,
     uniform_crop_fraction: float = 0.5,
     geometric: GeometricAugmentation | None = None,
+    gaps: tuple[int, ...] = (1,),
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Draw ``batch_size`` training triplets: (frame0 [B,3,h,w], frame1 [B,3,h,w], target [B,3,h,w]).
 
@@ -289,8 +294,9 @@ def sample_triplet_batch(
     Augmentation: horizontal flip and temporal reversal (swap of the two inputs), each with
     probability 1/2, which leave the interpolation target unchanged in meaning; ``geometric``
     (:class:`GeometricAugmentation`) rescales and rotates the window before it is cropped.
+    gaps: see :func:`triplet_positions`; a triplet is drawn uniformly among all offered.
     """
-    windows = _draw_windows(dataset, batch_size, generator, lambda sample: triplet_positions(sample, all_triplets),
+    windows = _draw_windows(dataset, batch_size, generator, lambda sample: triplet_positions(sample, all_triplets, gaps),
                             crop_size, crop_candidates, augment, uniform_crop_fraction, geometric)
     return _stack_windows(windows)
 

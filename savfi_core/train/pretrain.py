@@ -85,6 +85,7 @@ def pretrain(
     crop_candidates: int = 8,
     uniform_crop_fraction: float = 0.5,
     all_triplets: bool = False,
+    triplet_gaps: tuple[int, ...] = (1,),
     augment: bool = True,
     max_grad_norm: float | None = 1.0,
     lr_schedule: str = "constant",
@@ -111,7 +112,8 @@ def pretrain(
     """Train ``model`` on triplets of ``train_dataset``; return the curve (also ``<ckpt>.curve.csv``).
 
     Each step draws ``batch_size`` samples, takes their (t-1, t+1 -> t) triplet (every valid
-    consecutive triplet with ``all_triplets``), a ``crop_size`` crop (uniform for a
+    consecutive triplet with ``all_triplets``; (t-g, t+g -> t) for each g in ``triplet_gaps``,
+    see :func:`~savfi_core.train.common.triplet_positions`), a ``crop_size`` crop (uniform for a
     ``uniform_crop_fraction`` of the batch, motion-aware for the rest), random flips,
     and minimizes ``model.loss(model(frame0, frame1), target)['total']``.
 
@@ -205,7 +207,8 @@ def pretrain(
 
     def train_step(sampler: torch.Generator) -> tuple[dict[str, float], str | None]:
         frame0, frame1, target = sample_triplet_batch(
-            train_dataset, batch_size, sampler, crop_size, crop_candidates, all_triplets, augment, uniform_crop_fraction, geometric
+            train_dataset, batch_size, sampler, crop_size, crop_candidates, all_triplets, augment, uniform_crop_fraction, geometric,
+            triplet_gaps,
         )
         pairs = (sample_pair_batch(train_dataset, pair_batch_size, sampler, crop_size, crop_candidates, augment,
                                    uniform_crop_fraction, geometric) if pair_batch_size else None)
@@ -285,6 +288,7 @@ def pretrain(
         "crop_candidates": crop_candidates,
         "uniform_crop_fraction": uniform_crop_fraction,
         "all_triplets": all_triplets,
+        "triplet_gaps": list(triplet_gaps) if tuple(triplet_gaps) != (1,) else None,  # None: as before the option
         "augment": augment,
         "max_grad_norm": max_grad_norm,
         "lr_schedule": lr_schedule,
