@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from savfi_core.backbones import create_model, list_pretrained
+from savfi_core.checkpoint import safe_load
 from savfi_core.data import open_dataset
 from savfi_core.metrics import psnr
 from savfi_core.train.flow_teacher import bilateral_displacement, bilateral_middle, model_motion_fields
@@ -129,9 +130,7 @@ def parse_override(item: str) -> tuple[str, object]:
 
 def candidate_model(name: str, path: str, overrides: dict) -> tuple[str, torch.nn.Module]:
     """A tiny ``name`` with the model weights of a pretrain checkpoint; its column label."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"--candidate {name}={path}: no such file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = safe_load(path)  # weights only; a clear error for a missing or unreadable file
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("state"), dict) and "model" in checkpoint["state"]):
         raise SystemExit(f"--candidate {name}={path}: not a pretrain checkpoint (a dict with state['model'])")
     model = create_model(name, size="tiny", **overrides)
