@@ -91,3 +91,39 @@ def test_paper_size_has_the_published_parameter_count():
     with torch.device("meta"):
         model = create_model("rrin", size="paper")
     assert sum(parameter.numel() for parameter in model.parameters()) == 19_194_445
+
+
+def test_he_init_draws_hidden_convolutions_he_normal_and_still_starts_at_the_average():
+    torch.manual_seed(0)
+    model = create_model("rrin", size="tiny", he_init=True)
+    frame0, frame1, _ = _frames(35, 37)
+    with torch.no_grad():
+        prediction = model(frame0, frame1).pred
+    torch.testing.assert_close(prediction, (frame0 + frame1) / 2, atol=1e-6, rtol=0)
+    # pooled over every hidden conv of a U-Net: weight / He std is a standard normal sample
+    for head in ("Flow_L", "refine_flow", "Mask", "final"):
+        unet = getattr(model, head)
+        hidden = [m for m in unet.modules() if isinstance(m, torch.nn.Conv2d) and m is not unet.last]
+        standardised = torch.cat([
+            (m.weight / (2 / (1 + 0.1**2) / m.weight[0].numel()) ** 0.5).flatten() for m in hidden])
+        assert abs(float(standardised.std()) - 1) < 0.05, head
+        assert all(float(m.bias.abs().max()) == 0 for m in hidden), head
+    # the default keeps PyTorch's init (uniform, std 1/sqrt(3 fan_in): a third of He's variance)
+    default = create_model("rrin", size="tiny").Flow_L.down_path[1].block[0]
+    assert float(default.bias.abs().max()) > 0
+    assert float((default.weight / (2 / 1.01 / default.weight[0].numel()) ** 0.5).std()) < 0.7
+
+
+def test_flow_unit_pixels_scales_the_flow_u_net_output_into_pixels():
+    torch.manual_seed(0)
+    model = create_model("rrin", size="tiny", flow_unit_pixels=16.0)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.Flow_L.last.weight, std=0.01)
+    frame0, frame1, _ = _frames(32, 32, seed=2)
+    with torch.no_grad():
+        raw = model.Flow_L(torch.cat([frame0, frame1], dim=1))
+        aux = model.interpolate(frame0, frame1).aux
+    assert float(raw.abs().mean()) > 0
+    torch.testing.assert_close(aux["flow_0_1"], 16.0 * raw[:, 0:2])
+    torch.testing.assert_close(aux["flow_1_0"], 16.0 * raw[:, 2:4])
+    assert create_model("rrin", size="paper").config.flow_unit_pixels == 1.0  # the authors' checkpoint's unit
