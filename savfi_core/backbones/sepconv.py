@@ -175,7 +175,7 @@ def build_sepconv(config: SepConvConfig) -> SepConv:
 register_weights("sepconv", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/sepconv.pt", provenance="weights/tiny/sepconv.json",
-        sha256="d3af47aa56c99596adf245682fbf2d5f494b6618fda791d6874e490ea857c064",
+        sha256="408bb32e47ae2d84e81f5073c341773ec7bb5558fa7045f48cef0171da987d22",
         license="MIT (trained by savfi)", optimizer="adamax", lr=0.001, loss="1*L1", original_name="sepconv"),
     "paper": PretrainedWeights(
         source="release", file="sepconv_base_l1.pth", sha256=None, license=None, optimizer="adamax", lr=0.001, loss="1*L1",
