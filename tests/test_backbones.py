@@ -189,7 +189,7 @@ def test_shipped_tiny_weights_beat_frame_averaging_on_held_out_frames(name):
     from savfi_core.train.common import validate_model
 
     held_out = open_dataset("clips", split="test")
-    bikes2 = [held_out[index] for index in range(len(held_out)) if held_out[index].name.startswith("bikes2:")]
+    bikes2 = [sample for sample in map(held_out.__getitem__, range(len(held_out))) if sample.name.startswith("bikes2:")]
     assert len(bikes2) == 6
     scores = validate_model(create_model(name, size="tiny", weights="default"), bikes2)
     gain = scores["val_psnr"] - scores["val_average_psnr"]
