@@ -177,10 +177,11 @@ def test_pad_to_multiple_with_a_margin_keeps_reflected_context_on_every_side_and
 
 # Mean gain over frame averaging (dB) of the shipped tiny weights on the 6 held-out bikes2 septuplets
 # (a cyclist and a camera pan, the held-out scene with the most motion), measured 2026-12-06:
-# dvf +0.365, sepconv +0.547, superslomo +0.203. Each test asks for about half of it, so a loader
-# or model regression (weights not applied, a changed convention) fails while float noise does not.
-# CAIN, DAIN and RRIN are within 0.01 dB of averaging there (-0.008, -0.002, -0.002): no margin to test.
-SHIPPED_TINY_MARGIN_ON_BIKES2 = {"dvf": 0.15, "sepconv": 0.25, "superslomo": 0.1}
+# cain +0.003, dvf +0.365, sepconv +0.547, superslomo +0.203. Each test asks for about half of it, so a
+# loader or model regression (weights not applied, a changed convention) fails while float noise
+# (about 1e-5 dB here) does not; CAIN's margin is that small because its gain is. DAIN and RRIN are
+# below averaging there (-0.002, -0.002): no margin to test.
+SHIPPED_TINY_MARGIN_ON_BIKES2 = {"cain": 0.0015, "dvf": 0.15, "sepconv": 0.25, "superslomo": 0.1}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED_TINY_MARGIN_ON_BIKES2))

@@ -226,7 +226,7 @@ def build_cain(config: CAINConfig) -> CAIN:
 register_weights("cain", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/cain.pt", provenance="weights/tiny/cain.json",
-        sha256="7f788657174847bb8fa040be50128f7fb62c1f30a2514ee8c0efb310ce3953e9",
+        sha256="b5886a0677dfecf22e499c04d60269f47d6ad3060a71dc5ba1b17d2dbb03e122",
         license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="1*L1", original_name="cain"),
     "paper": PretrainedWeights(
         source="release", file="cain_base.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="1*L1",
