@@ -47,7 +47,7 @@ def meta_train(
     motion measured between the query inputs t-1 and t+1), collates them with
     ``savfi_core.data.collate_samples`` and calls ``meta_step``.
     Divergence guard: the learner's state is copied before each step; if the step's
-    ``metrics[loss_key]`` is not finite or jumps over ``jump_factor`` times the 90th percentile of the recent accepted losses (``DivergenceGuard``),
+    ``metrics[loss_key]`` is not finite or jumps over ``jump_factor`` times the largest recent accepted loss (``DivergenceGuard``),
     the step is rolled back (counted as skipped in the curve).
     Validation (every ``val_every`` steps and at the end, first ``val_limit`` samples of
     ``val_dataset``): mean PSNR after test-time adaptation (``val_psnr``), without adaptation

@@ -147,7 +147,7 @@ def pretrain(
     pair_motion.
     scale_range, max_rotation_degrees: :class:`~savfi_core.train.common.GeometricAugmentation`
     of every training window before it is cropped (off by default).
-    Divergence guard: a step whose loss is not finite or exceeds ``jump_factor`` times the 90th percentile
+    Divergence guard: a step whose loss is not finite or exceeds ``jump_factor`` times the largest
     of the last ``guard_window`` accepted losses is skipped (no update; BatchNorm running
     statistics of its forward pass do change); gradients are clipped to ``max_grad_norm`` (L2
     over all parameters) and a step with a non-finite gradient norm is skipped too.
