@@ -57,9 +57,9 @@ def test_pretraining_batchnorm_uses_batch_statistics_in_train_mode_only_and_only
     from savfi_core.backbones.dvf import FrozenBatchNorm2d, batch_statistics_while_training
 
     torch.manual_seed(0)
-    model = create_model("dvf", size="tiny")
+    model = create_model("dvf", size="tiny", pad_margin=0)
     _randomise_batchnorm_statistics(model)
-    frame0, frame1, _ = _frames(64, 64, seed=2)  # a multiple of 64: no padding before conv1
+    frame0, frame1, _ = _frames(64, 64, seed=2)  # a multiple of 64 and no margin: no padding before conv1
     layer = model.conv1_bn
     frozen_mean = layer.running_mean.clone()
     with batch_statistics_while_training(model, momentum=0.25) as switched:
@@ -109,8 +109,9 @@ def test_functional_call_reads_the_batchnorm_buffers_it_is_given():
 def test_flow_moves_frame0_back_and_frame1_forward_in_pixels_of_the_padded_image():
     """A constant tanh output s gives d = 0.5 * s * (W-1)/2 pixels: frame0 is sampled at x - d and
     frame1 at x + d. For a texture moving right by 2 px between the frames, d = 1 px recovers the
-    middle frame exactly (away from the clamped border columns)."""
-    model = create_model("dvf", size="tiny")
+    middle frame exactly (away from the clamped border columns). The original's unit and padding
+    (the shipped tiny config fixes the unit in pixels and adds a margin)."""
+    model = create_model("dvf", size="tiny", flow_range_pixels=None, pad_margin=0)
     width = height = 64  # already a multiple of 64: no padding
     tanh_value = 1.0 / (0.5 * (width - 1) / 2)
     with torch.no_grad():

@@ -60,7 +60,9 @@ class DVFConfig:
 
 
 PAPER = DVFConfig()
-TINY = DVFConfig(widths=(12, 24, 48, 48))
+# The shipped tiny weights were distilled with a fixed flow unit (so they hold at any frame size) and
+# the reflection margin (so whole frames' edges look like the training crops'): issue 13.
+TINY = DVFConfig(widths=(12, 24, 48, 48), flow_range_pixels=64.0, pad_margin=16)
 
 
 class FrozenBatchNorm2d(nn.BatchNorm2d):
@@ -232,7 +234,7 @@ def build_dvf(config: DVFConfig) -> DeepVoxelFlow:
 register_weights("dvf", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/dvf.pt", provenance="weights/tiny/dvf.json",
-        sha256="a1c153ae6c80c85beedc1a7c5ad7382ce943045497e9a93fc4bd8abe0ba3e671",
+        sha256="86cbefb4f99f86fdf88f0ec9c9fd6adbdec15628bb4951c168304e05c13fa5dc",
         license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="1*MSE", original_name="voxelflow"),
     "paper": PretrainedWeights(
         source="release", file="voxelflow_ft.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="1*MSE",
