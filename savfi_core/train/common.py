@@ -89,8 +89,8 @@ class DivergenceGuard:
     a hundred times more. The losses of a *fixed* tiny DVF on batches of 2 crops of 32x32 from the
     training clips (``tests/test_train.py`` replays such a sequence): with the tiny weights of
     2026-12-01, p90 = 11 x median and max = 44 x median, and the median rule rejected 153 of 300
-    batches of a network that was not diverging at all; with the better distilled weights of
-    2026-12-06, p90 = 14.5 x median and max = 75 x median, and even 5 x the recent 90th percentile
+    batches of a network that was not diverging at all; with the better distilled weights shipped
+    2026-12-07, p90 = 14.5 x median and max = 75 x median, and even 5 x the recent 90th percentile
     rejected 1 of 290 (a loss 5.5 x it), while no loss was more than 2.0 x the recent maximum.
     Divergence is a loss far above everything the recent batches showed.
     """
