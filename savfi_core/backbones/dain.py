@@ -300,7 +300,7 @@ def build_dain(config: DAINConfig) -> DAIN:
 register_weights("dain", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/dain.pt", provenance="weights/tiny/dain.json",
-        sha256="beb460118e8a492b2366806baabde0f562558103d5e23d89f4f5b57cf9a91e26",
+        sha256="4f649eaa1f9b316a6d2ba6a4ce32f8471c2d19f28acf5cf06f4f7e6258e29e51",
         license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="Charbonnier on the rectified output", original_name="dain"),
     "paper": PretrainedWeights(
         source="release", file="dain_base.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="Charbonnier on the rectified output",
