@@ -5,7 +5,8 @@ Meant to run as one background job on a shared CPU, resumable from its checkpoin
     nohup .venv/bin/python scripts/pretrain_tiny.py --model dvf --steps 6000 > /tmp/pretrain_dvf.log 2>&1 &
 
 Training data: ``open_dataset("clips", split="train")`` (scenes bikes1, bikes3, bikes5, bikes6,
-bunny), motion-aware crops. The budget (``--steps``) is fixed in advance and the learning rate
+bunny), and with ``--vimeo-train ROOT`` the Vimeo-90K train septuplets there at ``--vimeo-share``;
+motion-aware crops. The budget (``--steps``) is fixed in advance and the learning rate
 follows a cosine decay to ``--min-lr`` over it (``--lr-schedule constant`` for none). The held-out
 ``clips`` test split (scenes bikes2, bikes4, carphone) is only monitored every ``--val-every``
 steps, mean PSNR beside frame averaging: nothing is selected or stopped on it. At the end the
@@ -34,7 +35,7 @@ import torch  # noqa: E402
 
 from savfi_core.backbones import count_parameters, create_model, default_weights_path  # noqa: E402
 from savfi_core.checkpoint import atomic_save, safe_load  # noqa: E402
-from savfi_core.data import open_dataset  # noqa: E402
+from savfi_core.data import MixtureDataset, open_dataset  # noqa: E402
 from savfi_core.train import curve_path_for, pretrain  # noqa: E402
 from savfi_core.train.common import seed_everything, validate_model  # noqa: E402
 
@@ -77,6 +78,11 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--scale-range", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
                         help="random rescaling of each training window before cropping (log-uniform)")
     parser.add_argument("--max-rotation", type=float, default=0.0, help="random rotation in [-x, x] degrees")
+    parser.add_argument("--vimeo-train", type=Path, default=None, metavar="ROOT",
+                        help="also train on the Vimeo-90K septuplets of ROOT's sep_trainlist.txt (e.g. ../shared/data/"
+                        "vimeo_septuplet), drawn at --vimeo-share of the samples (savfi_core.data.MixtureDataset)")
+    parser.add_argument("--vimeo-share", type=float, default=0.3,
+                        help="share of training samples drawn from --vimeo-train (the clips take the rest)")
     parser.add_argument("--config-override", action="append", default=[], metavar="FIELD=VALUE",
                         help="a field of the tiny size config (JSON value), e.g. flow_range_pixels=64 for dvf; "
                         "recorded in the provenance: the shipped weights need the same config")
@@ -193,10 +199,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "parameters": count_parameters(model),
         "weights": weights_path.name,
         "checkpoint": checkpoint_path.name,  # the training run's checkpoint (and .curve.csv) it came from
-        "training_data": "savfi embedded clips, split='train' (scenes bikes1, bikes3, bikes5, bikes6, bunny; "
-        "256 septuplets, "
-        + ("every consecutive triplet t-1, t+1 -> t of each" if saved["config"].get("all_triplets") else "query triplets t-1, t+1 -> t")
-        + "), crops (a share uniform, the rest motion-aware), random horizontal flip and input swap",
+        "training_data": training_data_description(arguments, bool(saved["config"].get("all_triplets"))),
         "uniform_crop_fraction": arguments.uniform_crop_fraction,
         "test_data": f"savfi embedded clips, split='test' (scenes bikes2, bikes4, carphone; {len(test_dataset)} "
         "non-overlapping septuplets, full frames, query triplet t-1, t+1 -> t)",
@@ -277,9 +280,35 @@ def teacher_flags(arguments) -> str:
         flags += f" --scale-range {arguments.scale_range[0]} {arguments.scale_range[1]}"
     if arguments.max_rotation:
         flags += f" --max-rotation {arguments.max_rotation}"
+    if arguments.vimeo_train is not None:
+        flags += f" --vimeo-train {arguments.vimeo_train} --vimeo-share {arguments.vimeo_share}"
     for item in arguments.config_override:
         flags += f" --config-override {item}"
     return flags
+
+
+def training_data(arguments):
+    """The train split of the embedded clips, with ``--vimeo-train``'s septuplets mixed in at
+    ``--vimeo-share`` (full frames: the training sampler crops and augments)."""
+    clips = open_dataset("clips", split="train", augment=False)
+    if arguments.vimeo_train is None:
+        return clips
+    if not 0.0 < arguments.vimeo_share < 1.0:
+        raise SystemExit(f"--vimeo-share must be strictly between 0 and 1, got {arguments.vimeo_share}")
+    vimeo = open_dataset("vimeo_septuplet", root=arguments.vimeo_train, split="train", augment=False)
+    return MixtureDataset([(clips, 1.0 - arguments.vimeo_share), (vimeo, arguments.vimeo_share)])
+
+
+def training_data_description(arguments, all_triplets: bool) -> str:
+    """The provenance's ``training_data``: what the run drew its training windows from."""
+    triplets = "every consecutive triplet t-1, t+1 -> t of each" if all_triplets else "query triplets t-1, t+1 -> t"
+    text = ("savfi embedded clips, split='train' (scenes bikes1, bikes3, bikes5, bikes6, bunny; 256 septuplets, "
+            f"{triplets})")
+    if arguments.vimeo_train is not None:
+        vimeo = open_dataset("vimeo_septuplet", root=arguments.vimeo_train, split="train", augment=False)
+        text += (f" at share {1.0 - arguments.vimeo_share:g}, and Vimeo-90K septuplets of {arguments.vimeo_train} "
+                 f"sep_trainlist.txt ({len(vimeo)} septuplets: {', '.join(vimeo.entries)}) at share {arguments.vimeo_share:g}")
+    return text + ", crops (a share uniform, the rest motion-aware), random horizontal flip and input swap"
 
 
 def main(argv=None) -> None:
@@ -288,7 +317,7 @@ def main(argv=None) -> None:
     # `kill PID` lands as KeyboardInterrupt: the loop then leaves its last checkpoint untouched.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     checkpoint_path = arguments.checkpoint or REPO_ROOT / "results" / "pretrain_tiny" / f"{arguments.model}.pt"
-    train_dataset = open_dataset("clips", split="train", augment=False)
+    train_dataset = training_data(arguments)
     test_dataset = open_dataset("clips", split="test")
     # Seeded before the model exists, so that --seed fixes its initialization too (the loop
     # seeds again for sampling): the provenance's "regenerate" command then reproduces a run.

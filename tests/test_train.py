@@ -406,3 +406,71 @@ def test_pretrain_curve_figure_joins_phases_on_one_step_axis(tmp_path):
                               "--runs", str(tmp_path), "--figure", str(figure), "--table", str(table)],
                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert missing.returncode != 0 and "absent.curve.csv" in missing.stderr
+
+
+class ConstantFrames(torch.utils.data.Dataset):
+    """Septuplets whose every pixel is ``value``: a drawn window tells which dataset it came from."""
+
+    dataset_name = "constant"
+
+    def __init__(self, value: float, count: int):
+        self.value, self.count = value, count
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        frames = torch.full((7, 3, 8, 8), self.value)
+        return Sample(frames=frames, valid=torch.ones(7, dtype=torch.bool), target_index=3, name=f"{self.value}:{index}")
+
+    def sample_info(self, index):
+        return {"name": f"{self.value}:{index}"}
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+
+def test_mixture_is_drawn_at_its_shares_not_its_sizes_and_indexes_as_a_concatenation():
+    """A part of 2 samples at share 0.3 beside one of 200 at 0.7 gives 30% of the training windows
+    (concatenation would give 1%); indexing and sample_info still walk both parts in order."""
+    from savfi_core.data import DatasetError, MixtureDataset
+
+    small, large = ConstantFrames(1.0, 2), ConstantFrames(0.0, 200)
+    mixture = MixtureDataset([(large, 7.0), (small, 3.0)])  # shares normalise to 0.7, 0.3
+    assert mixture.shares == pytest.approx([0.7, 0.3])
+    assert len(mixture) == 202 and mixture[200].name == "1.0:0" and mixture[-1].name == "1.0:1" and mixture[5].name == "0.0:5"
+    assert mixture.sample_info(201) == {"name": "1.0:1", "dataset": "constant"}
+    mixture.set_epoch(3)
+    assert small.epoch == large.epoch == 3
+    frame0, _, _ = sample_triplet_batch(mixture, 2000, torch.Generator().manual_seed(0), augment=False)
+    drawn_small = float(frame0.mean(dim=(1, 2, 3)).sum())
+    # binomial(2000, 0.3): sd 20.5, so +-4 sd is +-82
+    assert abs(drawn_small - 600) < 82, drawn_small
+    # the same seed draws the same windows
+    again, _, _ = sample_triplet_batch(mixture, 2000, torch.Generator().manual_seed(0), augment=False)
+    assert torch.equal(frame0, again)
+    with pytest.raises(DatasetError, match="share .* must be positive"):
+        MixtureDataset([(large, 1.0), (small, 0.0)])
+    with pytest.raises(DatasetError, match="has no samples"):
+        MixtureDataset([(large, 1.0), (ConstantFrames(1.0, 0), 1.0)])
+
+
+def test_pretrain_tiny_mixes_the_vimeo_train_septuplets_in_and_names_them_in_the_provenance(shared_data):
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import pretrain_tiny
+
+    root = shared_data / "vimeo_septuplet"
+    arguments = pretrain_tiny.parse_arguments(["--model", "dvf", "--vimeo-train", str(root), "--vimeo-share", "0.25"])
+    data = pretrain_tiny.training_data(arguments)
+    assert len(data) == 256 + 8 and data.shares == pytest.approx([0.75, 0.25])
+    assert data[256].name == "00001/0001" and tuple(data[256].frames.shape) == (7, 3, 256, 448)  # full frames: the sampler crops
+    # the test list's group (00002) is never part of the training data
+    assert all(not data.sample_info(index)["name"].startswith("00002/") for index in range(len(data)))
+    description = pretrain_tiny.training_data_description(arguments, all_triplets=False)
+    assert "at share 0.75, and Vimeo-90K septuplets" in description and "00001/0008" in description
+    assert f"--vimeo-train {root} --vimeo-share 0.25" in pretrain_tiny.teacher_flags(arguments)
+    plain = pretrain_tiny.parse_arguments(["--model", "dvf"])
+    assert type(pretrain_tiny.training_data(plain)).__name__ == "ClipsDataset"
+    assert "Vimeo" not in pretrain_tiny.training_data_description(plain, all_triplets=False)
+    with pytest.raises(SystemExit, match="--vimeo-share must be strictly between 0 and 1"):
+        pretrain_tiny.training_data(pretrain_tiny.parse_arguments(["--model", "dvf", "--vimeo-train", str(root), "--vimeo-share", "1"]))

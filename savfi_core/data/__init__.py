@@ -32,6 +32,7 @@ clips              split, stride, crop_size, crop_sampler, flip,    7    3      
 Readers raise :class:`DatasetError` (a ``ValueError``) naming the offending path. Each dataset
 also has ``sample_info(index)`` (source paths or video frame numbers, and ``fps`` where known)
 and ``set_epoch(epoch)`` (new random crops and flips per epoch for training splits).
+:class:`MixtureDataset` pools readers for training at declared shares rather than by size.
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ from .core import (
 )
 from .folders import FramesDataset, HDDataset
 from .middlebury import MiddleburyDataset
+from .mixture import MixtureDataset
 from .snufilm import SnuFilmDataset
 from .video import VideoDataset, decode_video
 from .vimeo import VimeoDataset
@@ -92,6 +94,7 @@ __all__ = [
     "FramesDataset",
     "VideoDataset",
     "ClipsDataset",
+    "MixtureDataset",
 ]
 
 

@@ -240,7 +240,9 @@ def _draw_windows(
     uniform_count = round(uniform_crop_fraction * batch_size)
     windows = []
     for item in range(batch_size):
-        index = int(torch.randint(0, len(dataset), (1,), generator=generator))
+        # a MixtureDataset draws its parts at declared shares; any other dataset, uniformly
+        draw_index = getattr(dataset, "draw_index", None)
+        index = draw_index(generator) if draw_index is not None else int(torch.randint(0, len(dataset), (1,), generator=generator))
         sample = dataset[index]
         positions = positions_of(sample)
         chosen = positions[int(torch.randint(0, len(positions), (1,), generator=generator))]
