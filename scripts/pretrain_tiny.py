@@ -70,7 +70,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--teacher", default=None,
                         help="distil from this backbone with its released weights (rife_hdv3 or rife_v4; "
                         "savfi_core.train.distill): its middle frame on every input pair, its motion for flow students")
-    parser.add_argument("--distill-weight", type=float, default=1.0, help="weight of mean|pred - teacher frame|")
+    parser.add_argument("--distill-weight", type=float, default=1.0,
+                        help="weight of mean|pred - teacher frame|, in the units of the model's own loss (Super-SloMo's "
+                        "reconstruction term is 204 * L1, so 204 there matches 1 for an L1-trained network)")
     parser.add_argument("--motion-weight", type=float, default=0.0,
                         help="weight of the teacher's converted motion target (flow students only, 0 = none)")
     parser.add_argument("--pair-batch-size", type=int, default=0,

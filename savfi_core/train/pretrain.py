@@ -144,7 +144,10 @@ def pretrain(
     same term against the teacher's t+1/2; for flow backbones with ``motion_weight > 0``,
     ``motion_weight * mean|field - converted teacher field|`` on both (the teacher's
     intermediate flows in the student's convention). Terms: distill, motion, pair_distill,
-    pair_motion.
+    pair_motion. The weights are in the units of the model's own loss, which they join: 1 is as
+    strong as the plain L1 of SepConv, CAIN and RRIN, but Super-SloMo's reconstruction term is
+    204 * L1 (its warping terms 102 each), so there it takes ``distill_weight=204`` to count as
+    much as the real middle frame.
     scale_range, max_rotation_degrees: :class:`~savfi_core.train.common.GeometricAugmentation`
     of every training window before it is cropped (off by default).
     Divergence guard: a step whose loss is not finite or exceeds ``jump_factor`` times the largest
