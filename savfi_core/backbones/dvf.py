@@ -234,7 +234,7 @@ def build_dvf(config: DVFConfig) -> DeepVoxelFlow:
 register_weights("dvf", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/dvf.pt", provenance="weights/tiny/dvf.json",
-        sha256="86cbefb4f99f86fdf88f0ec9c9fd6adbdec15628bb4951c168304e05c13fa5dc",
+        sha256="c3b92c59c0c1da2bbaa37acef1626229d2d1d0f63c7d831abbfe289461b0591c",
         license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="1*MSE", original_name="voxelflow"),
     "paper": PretrainedWeights(
         source="release", file="voxelflow_ft.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="1*MSE",
