@@ -13,7 +13,7 @@ from savfi_core.backbones.registry import model_entry
 from savfi_core.checkpoint import safe_load
 from savfi_core.data import open_dataset
 from savfi_core.kernels import backwarp, depth_flow_projection
-from savfi_core.train import pretrain, sample_triplet_batch
+from savfi_core.train import ResumeMismatchError, pretrain, sample_triplet_batch
 from savfi_core.train.common import GeometricAugmentation, sample_pair_batch
 from savfi_core.train.distill import TeacherTargets, motion_loss, motion_targets, teacher_targets
 
@@ -137,6 +137,11 @@ def test_pretrain_with_the_released_teacher_records_every_term_and_the_teachers_
     assert record["model"] == "rife_hdv3" and record["weights_sha256"] == teacher.pretrained_weights.sha256
     assert record["motion_weight"] == 0.05 and record["pair_batch_size"] == 2
     assert not any(parameter.requires_grad for parameter in teacher.parameters())
+    # the teacher and its loss weights are part of the run: a resume with others is refused
+    with pytest.raises(ResumeMismatchError, match="teacher"):
+        pretrain(student, clips, steps=4, batch_size=2, seed=0, checkpoint_path=path, crop_size=32,
+                 teacher=teacher, distill_weight=1.0, motion_weight=0.5, pair_batch_size=2,
+                 scale_range=(0.7, 1.4), max_rotation_degrees=4.0, progress=False, log=lambda _: None)
     with pytest.raises(ValueError, match="need a teacher"):
         pretrain(create_model("superslomo", size="tiny"), clips, steps=1, batch_size=2, seed=0,
                  checkpoint_path=tmp_path / "other.pt", pair_batch_size=2, progress=False, log=lambda _: None)

@@ -474,3 +474,33 @@ def test_pretrain_tiny_mixes_the_vimeo_train_septuplets_in_and_names_them_in_the
     assert "Vimeo" not in pretrain_tiny.training_data_description(plain, all_triplets=False)
     with pytest.raises(SystemExit, match="--vimeo-share must be strictly between 0 and 1"):
         pretrain_tiny.training_data(pretrain_tiny.parse_arguments(["--model", "dvf", "--vimeo-train", str(root), "--vimeo-share", "1"]))
+
+
+def test_resume_on_other_training_data_or_augmentation_is_refused_and_older_checkpoints_still_resume(tmp_path):
+    """The checkpoint records what the run trains on (reader, samples, mixture shares) and its
+    geometric augmentation; resuming with others would silently continue another run."""
+    from savfi_core.data import MixtureDataset
+
+    path = tmp_path / "run.pt"
+    run_pretrain(path, steps=2)
+    assert torch.load(path, weights_only=True)["config"]["train_data"] == {"name": "ShiftedFrames", "samples": 4}
+    with pytest.raises(ResumeMismatchError, match="train_data"):
+        pretrain(TinyInterpolator(), ShiftedFrames(count=5), steps=3, batch_size=2, seed=7, checkpoint_path=path,
+                 checkpoint_every=3, crop_size=16, progress=False, log=lambda _: None)
+    with pytest.raises(ResumeMismatchError, match="geometric_augmentation"):
+        run_pretrain(path, steps=3, scale_range=(0.8, 1.2))
+
+    mixed = tmp_path / "mixed.pt"
+    settings = dict(batch_size=2, seed=7, checkpoint_path=mixed, checkpoint_every=3, crop_size=16, progress=False, log=lambda _: None)
+    pretrain(TinyInterpolator(), MixtureDataset([(ShiftedFrames(), 0.7), (ShiftedFrames(count=2, seed=1), 0.3)]), steps=2, **settings)
+    assert torch.load(mixed, weights_only=True)["config"]["train_data"] == {"parts": [
+        {"name": "ShiftedFrames", "samples": 4, "share": 0.7}, {"name": "ShiftedFrames", "samples": 2, "share": 0.3}]}
+    with pytest.raises(ResumeMismatchError, match="train_data"):
+        pretrain(TinyInterpolator(), MixtureDataset([(ShiftedFrames(), 0.5), (ShiftedFrames(count=2, seed=1), 0.5)]), steps=3, **settings)
+
+    # a checkpoint written before the record existed has no train_data: nothing to compare, it resumes
+    saved = torch.load(path, weights_only=True)
+    del saved["config"]["train_data"]
+    torch.save(saved, path)
+    run_pretrain(path, steps=3)
+    assert int(torch.load(path, weights_only=True)["step"]) == 3

@@ -36,7 +36,8 @@ from savfi_core.train.distributed import DistributedContext
 
 # Settings that must not change between a run and its resumption, or the resumed run would not
 # continue the same experiment. (``steps`` may grow: resuming to a later step is the point.)
-RESUME_CRITICAL = ("kind", "seed", "batch_size", "optimizer", "lr", "crop_size", "crop_candidates", "uniform_crop_fraction", "all_triplets", "triplet_gaps", "lr_schedule", "min_lr", "schedule_steps", "warmup_steps", "batchnorm_momentum", "flow_teacher")
+RESUME_CRITICAL = ("kind", "seed", "batch_size", "optimizer", "lr", "crop_size", "crop_candidates", "uniform_crop_fraction", "all_triplets", "triplet_gaps", "lr_schedule", "min_lr", "schedule_steps", "warmup_steps", "batchnorm_momentum", "flow_teacher",
+                   "teacher", "geometric_augmentation", "train_data")
 
 
 class ResumeMismatchError(ValueError):

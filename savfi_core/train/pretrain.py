@@ -67,6 +67,15 @@ def teacher_record(teacher: nn.Module | None, distill_weight: float, motion_weig
     }
 
 
+def training_data_record(dataset) -> dict:
+    """What a run trains on, for its checkpoint (a resume on other data is refused): the reader's
+    name and sample count, and for a :class:`~savfi_core.data.MixtureDataset` each part's and its share."""
+    if hasattr(dataset, "draw_index") and hasattr(dataset, "datasets"):
+        return {"parts": [{**training_data_record(part), "share": round(share, 6)}
+                          for part, share in zip(dataset.datasets, dataset.shares)]}
+    return {"name": getattr(dataset, "dataset_name", "") or type(dataset).__name__, "samples": len(dataset)}
+
+
 def pretrain(
     model: nn.Module,
     train_dataset,
@@ -306,6 +315,7 @@ def pretrain(
             if flow_teacher_weight > 0 else None
         ),
         "teacher": teacher_record(teacher, distill_weight, motion_weight, pair_batch_size),
+        "train_data": training_data_record(train_dataset),
         "geometric_augmentation": (
             {"scale_range": list(scale_range), "max_rotation_degrees": max_rotation_degrees} if geometric.enabled else None
         ),
