@@ -5,16 +5,17 @@ Meant to run as one background job on a shared CPU, resumable from its checkpoin
     nohup .venv/bin/python scripts/pretrain_tiny.py --model dvf --steps 6000 > /tmp/pretrain_dvf.log 2>&1 &
 
 Training data: ``open_dataset("clips", split="train")`` (scenes bikes1, bikes3, bikes5, bikes6,
-bunny), and with ``--vimeo-train ROOT`` the Vimeo-90K train septuplets there at ``--vimeo-share``;
-motion-aware crops. The budget (``--steps``) is fixed in advance and the learning rate
-follows a cosine decay to ``--min-lr`` over it (``--lr-schedule constant`` for none). The held-out
-``clips`` test split (scenes bikes2, bikes4, carphone) is only monitored every ``--val-every``
-steps, mean PSNR beside frame averaging: nothing is selected or stopped on it. At the end the
-FINAL checkpoint is scored once more on the whole test split and written to
-``savfi_core/weights/tiny/<model>.pt`` with a provenance JSON whose ``target_reached`` says
-whether its gain over frame averaging reached ``--min-gain`` dB (0.3 by default). ``--no-ship``
-trains and reports only. The curve stays in ``<checkpoint>.curve.csv``. Rerunning the same command
-resumes from the checkpoint. SIGTERM stops the job; the last periodic checkpoint stays valid.
+bunny), and with ``--vimeo-train ROOT`` the Vimeo-90K train septuplets there at ``--vimeo-share``,
+and ``--synthetic-share`` of scenes rendered from those frames with known motion; motion-aware
+crops. The budget (``--steps``) is fixed in advance and the learning rate follows a cosine decay to
+``--min-lr`` over it (``--lr-schedule constant`` for none). The held-out ``clips`` test split
+(scenes bikes2, bikes4, carphone) is only monitored every ``--val-every`` steps, mean PSNR beside
+frame averaging: nothing is selected or stopped on it. At the end the FINAL checkpoint is scored
+once more on the whole test split and written to ``savfi_core/weights/tiny/<model>.pt`` with a
+provenance JSON whose ``target_reached`` says whether its gain over frame averaging reached
+``--min-gain`` dB (0.3 by default). ``--no-ship`` trains and reports only. The curve stays in
+``<checkpoint>.curve.csv``. Rerunning the same command resumes from the checkpoint. SIGTERM stops
+the job; the last periodic checkpoint stays valid.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import torch  # noqa: E402
 
 from savfi_core.backbones import count_parameters, create_model, default_weights_path  # noqa: E402
 from savfi_core.checkpoint import atomic_save, safe_load  # noqa: E402
-from savfi_core.data import MixtureDataset, open_dataset  # noqa: E402
+from savfi_core.data import MixtureDataset, SyntheticMotionDataset, open_dataset  # noqa: E402
 from savfi_core.train import curve_path_for, pretrain  # noqa: E402
 from savfi_core.train.common import seed_everything, validate_model  # noqa: E402
 
@@ -85,6 +86,11 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         "vimeo_septuplet), drawn at --vimeo-share of the samples (savfi_core.data.MixtureDataset)")
     parser.add_argument("--vimeo-share", type=float, default=0.3,
                         help="share of training samples drawn from --vimeo-train (the clips take the rest)")
+    parser.add_argument("--synthetic-share", type=float, default=0.0,
+                        help="share of training samples rendered with known layered motion from the training frames "
+                        "(savfi_core.data.SyntheticMotionDataset); the real data take the rest at their shares; 0 = none")
+    parser.add_argument("--synthetic-max-speed", type=float, default=4.0,
+                        help="largest speed of a synthetic layer, pixels per frame at the rendered size")
     parser.add_argument("--config-override", action="append", default=[], metavar="FIELD=VALUE",
                         help="a field of the tiny size config (JSON value), e.g. flow_range_pixels=64 for dvf; "
                         "recorded in the provenance: the shipped weights need the same config")
@@ -284,6 +290,8 @@ def teacher_flags(arguments) -> str:
         flags += f" --max-rotation {arguments.max_rotation}"
     if arguments.vimeo_train is not None:
         flags += f" --vimeo-train {arguments.vimeo_train} --vimeo-share {arguments.vimeo_share}"
+    if arguments.synthetic_share > 0:
+        flags += f" --synthetic-share {arguments.synthetic_share} --synthetic-max-speed {arguments.synthetic_max_speed}"
     for item in arguments.config_override:
         flags += f" --config-override {item}"
     return flags
@@ -291,14 +299,23 @@ def teacher_flags(arguments) -> str:
 
 def training_data(arguments):
     """The train split of the embedded clips, with ``--vimeo-train``'s septuplets mixed in at
-    ``--vimeo-share`` (full frames: the training sampler crops and augments)."""
+    ``--vimeo-share`` (full frames: the training sampler crops and augments), and with
+    ``--synthetic-share`` of scenes rendered from those frames with known motion."""
     clips = open_dataset("clips", split="train", augment=False)
-    if arguments.vimeo_train is None:
-        return clips
-    if not 0.0 < arguments.vimeo_share < 1.0:
-        raise SystemExit(f"--vimeo-share must be strictly between 0 and 1, got {arguments.vimeo_share}")
-    vimeo = open_dataset("vimeo_septuplet", root=arguments.vimeo_train, split="train", augment=False)
-    return MixtureDataset([(clips, 1.0 - arguments.vimeo_share), (vimeo, arguments.vimeo_share)])
+    if not 0.0 <= arguments.synthetic_share < 1.0:
+        raise SystemExit(f"--synthetic-share must be in [0, 1), got {arguments.synthetic_share}")
+    parts = [(clips, 1.0)]
+    if arguments.vimeo_train is not None:
+        if not 0.0 < arguments.vimeo_share < 1.0:
+            raise SystemExit(f"--vimeo-share must be strictly between 0 and 1, got {arguments.vimeo_share}")
+        vimeo = open_dataset("vimeo_septuplet", root=arguments.vimeo_train, split="train", augment=False)
+        parts = [(clips, 1.0 - arguments.vimeo_share), (vimeo, arguments.vimeo_share)]
+    if arguments.synthetic_share > 0:
+        real = parts[0][0] if len(parts) == 1 else MixtureDataset(parts)
+        synthetic = SyntheticMotionDataset(real, max_speed=arguments.synthetic_max_speed, seed=arguments.seed)
+        parts = [(dataset, share * (1.0 - arguments.synthetic_share)) for dataset, share in parts]
+        parts.append((synthetic, arguments.synthetic_share))
+    return parts[0][0] if len(parts) == 1 else MixtureDataset(parts)
 
 
 def training_data_description(arguments, all_triplets: bool) -> str:
@@ -310,6 +327,10 @@ def training_data_description(arguments, all_triplets: bool) -> str:
         vimeo = open_dataset("vimeo_septuplet", root=arguments.vimeo_train, split="train", augment=False)
         text += (f" at share {1.0 - arguments.vimeo_share:g}, and Vimeo-90K septuplets of {arguments.vimeo_train} "
                  f"sep_trainlist.txt ({len(vimeo)} septuplets: {', '.join(vimeo.entries)}) at share {arguments.vimeo_share:g}")
+    if arguments.synthetic_share > 0:
+        synthetic = [dataset for dataset in training_data(arguments).datasets if isinstance(dataset, SyntheticMotionDataset)][0]
+        text += (f"; of all of these {1.0 - arguments.synthetic_share:g}, and {arguments.synthetic_share:g} synthetic "
+                 f"septuplets rendered from their frames (savfi_core.data.SyntheticMotionDataset: {synthetic.describe()})")
     return text + ", crops (a share uniform, the rest motion-aware), random horizontal flip and input swap"
 
 

@@ -32,7 +32,9 @@ clips              split, stride, crop_size, crop_sampler, flip,    7    3      
 Readers raise :class:`DatasetError` (a ``ValueError``) naming the offending path. Each dataset
 also has ``sample_info(index)`` (source paths or video frame numbers, and ``fps`` where known)
 and ``set_epoch(epoch)`` (new random crops and flips per epoch for training splits).
-:class:`MixtureDataset` pools readers for training at declared shares rather than by size.
+:class:`MixtureDataset` pools readers for training at declared shares rather than by size;
+:class:`SyntheticMotionDataset` renders septuplets with known layered motion from a training
+reader's frames.
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ from .folders import FramesDataset, HDDataset
 from .middlebury import MiddleburyDataset
 from .mixture import MixtureDataset
 from .snufilm import SnuFilmDataset
+from .synthetic import SyntheticMotionDataset
 from .video import VideoDataset, decode_video
 from .vimeo import VimeoDataset
 
@@ -95,6 +98,7 @@ __all__ = [
     "VideoDataset",
     "ClipsDataset",
     "MixtureDataset",
+    "SyntheticMotionDataset",
 ]
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from savfi_core.backbones.dvf import batch_statistics_while_training
-from savfi_core.data import MixtureDataset
+from savfi_core.data import MixtureDataset, SyntheticMotionDataset
 from savfi_core.train.common import DivergenceGuard, GeometricAugmentation, sample_pair_batch, sample_triplet_batch, validate_model
 from savfi_core.train.distributed import DistributedContext, distributed_context, has_training_batchnorm
 from savfi_core.train.distill import motion_loss, teacher_targets
@@ -70,10 +70,14 @@ def teacher_record(teacher: nn.Module | None, distill_weight: float, motion_weig
 
 def training_data_record(dataset) -> dict:
     """What a run trains on, for its checkpoint (a resume on other data is refused): the reader's
-    name and sample count, and for a :class:`~savfi_core.data.MixtureDataset` each part's and its share."""
+    name and sample count, for a :class:`~savfi_core.data.MixtureDataset` each part's and its share,
+    for a :class:`~savfi_core.data.SyntheticMotionDataset` its drawing settings and its source's."""
     if isinstance(dataset, MixtureDataset):
         return {"parts": [{**training_data_record(part), "share": round(share, 6)}
                           for part, share in zip(dataset.datasets, dataset.shares)]}
+    if isinstance(dataset, SyntheticMotionDataset):
+        return {"name": dataset.dataset_name, "samples": len(dataset), "settings": dataset.settings,
+                "source": training_data_record(dataset.source)}
     return {"name": getattr(dataset, "dataset_name", "") or type(dataset).__name__, "samples": len(dataset)}
 
 
