@@ -175,7 +175,7 @@ def build_sepconv(config: SepConvConfig) -> SepConv:
 register_weights("sepconv", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/sepconv.pt", provenance="weights/tiny/sepconv.json",
-        sha256="78aca3d9027a5e3c66d1e94ae2ce56006d5119136f2cf7f28b669730528e8a05",
+        sha256="6b8f01d977f2d6d28bae34f2ae584b9a48282e390a11edf0e9e844a94487e96c",
         license="MIT (trained by savfi)", optimizer="adamax", lr=0.001, loss="1*L1", original_name="sepconv"),
     "paper": PretrainedWeights(
         source="release", file="sepconv_base_l1.pth", sha256=None, license=None, optimizer="adamax", lr=0.001, loss="1*L1",
