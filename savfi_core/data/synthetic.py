@@ -9,12 +9,14 @@ enter, and renders every frame of the septuplet exactly, the middle one included
 each triplet is the scene at that instant, not a teacher's guess.
 
 A scene: the background is a window of one training frame; on it lie ``objects`` ellipses, each
-textured with a window of another training frame, with a soft edge about a pixel wide. Each
-layer moves at constant velocity (pixels per frame), rotation (degrees per frame) and zoom
-(log-scale per frame); frame k of 7 shows every layer at time k - 3. A share of the scenes keeps
-the background still (a fixed camera), a moving background's speed is drawn with more weight
-on small motions than on large ones, and objects move at any speed up to the largest. Frames are sampled bicubically from the
-sources (reflected at their borders) and clipped to [0, 1].
+textured with a window of another training frame, with a soft edge (the mask goes from 0.9 to 0.1
+over about 3 px across the ellipse's short axis, and up to about 12 px along the long axis of the
+most elongated ones, whose radii differ by up to 3.75 times). Each layer moves at constant velocity
+(pixels per frame), rotation (degrees per frame) and zoom (log-scale per frame); frame k of 7 shows
+every layer at time k - 3. A share of the scenes keeps the background still (a fixed camera), a
+moving background's speed is drawn with more weight on small motions than on large ones, and objects
+move at any speed up to the largest. Frames are sampled bicubically from the sources (reflected at
+their borders) and clipped to [0, 1].
 
 Randomness comes from ``(seed, epoch, index)`` (:func:`savfi_core.data.augment.sample_generator`),
 so item ``i`` is the same scene whoever reads it; ``set_epoch`` draws new scenes.
@@ -194,7 +196,8 @@ class SyntheticMotionDataset(SavfiDataset):
             offset_y = coordinates[..., 1] - layer["anchor"][1]
             along = (math.cos(angle) * offset_x + math.sin(angle) * offset_y) / radius_x
             across = (-math.sin(angle) * offset_x + math.cos(angle) * offset_y) / radius_y
-            # 1 - r^2 falls by about 2 / radius per pixel at the edge: this gain makes the edge ~1 px wide
+            # 1 - r^2 falls by 2 / radius per pixel at the edge, so the logit falls by 1.33 per pixel
+            # across the short axis (0.9 -> 0.1 over 3.3 px) and less along a longer one
             sharpness = min(radius_x, radius_y) / 1.5
             mask = torch.sigmoid(sharpness * (1 - along**2 - across**2)).to(texture.dtype)
             image = mask * texture + (1 - mask) * image
