@@ -366,7 +366,7 @@ def build_superslomo(config: SuperSloMoConfig) -> SuperSloMo:
 register_weights("superslomo", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/superslomo.pt", provenance="weights/tiny/superslomo.json",
-        sha256="1fc2b7da805351d7f7466f9590560c4bb8131914853cf9d5dc117ddf1bafd73d",
+        sha256="caa57db05226897d13900e90b9a010484b62dfbab0505af644197cc14d646b2a",
         license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="204*L1 + 102*warp L1 + 0.005*VGG16-conv4_3 MSE + smoothness", original_name="superslomo"),
     "paper": PretrainedWeights(
         source="release", file="superslomo_base.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="204*L1 + 102*warp L1 + 0.005*VGG16-conv4_3 MSE + smoothness",
