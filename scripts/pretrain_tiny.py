@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from savfi_core.backbones import count_parameters, create_model, default_weights_path  # noqa: E402
 from savfi_core.checkpoint import atomic_save, safe_load  # noqa: E402
-from savfi_core.data import MixtureDataset, SyntheticMotionDataset, open_dataset  # noqa: E402
+from savfi_core.data import MixtureDataset, SyntheticMotionDataset, VimeoDataset, open_dataset  # noqa: E402
 from savfi_core.train import curve_path_for, pretrain  # noqa: E402
 from savfi_core.train.common import seed_everything, validate_model  # noqa: E402
 
@@ -190,7 +190,7 @@ def earlier_phase_chain(init_from: Path | None) -> list[dict]:
     return phases
 
 
-def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Path | None = None) -> Path:
+def ship(model, arguments, checkpoint_path: Path, train_dataset, test_dataset, weights_path: Path | None = None) -> Path:
     """Write the plain state_dict and its provenance JSON (into the package unless
     ``weights_path`` is given); return the .pt path."""
     saved = safe_load(checkpoint_path)
@@ -207,7 +207,7 @@ def ship(model, arguments, checkpoint_path: Path, test_dataset, weights_path: Pa
         "parameters": count_parameters(model),
         "weights": weights_path.name,
         "checkpoint": checkpoint_path.name,  # the training run's checkpoint (and .curve.csv) it came from
-        "training_data": training_data_description(arguments, bool(saved["config"].get("all_triplets"))),
+        "training_data": training_data_description(arguments, bool(saved["config"].get("all_triplets")), train_dataset),
         "uniform_crop_fraction": arguments.uniform_crop_fraction,
         "test_data": f"savfi embedded clips, split='test' (scenes bikes2, bikes4, carphone; {len(test_dataset)} "
         "non-overlapping septuplets, full frames, query triplet t-1, t+1 -> t)",
@@ -318,17 +318,19 @@ def training_data(arguments):
     return parts[0][0] if len(parts) == 1 else MixtureDataset(parts)
 
 
-def training_data_description(arguments, all_triplets: bool) -> str:
-    """The provenance's ``training_data``: what the run drew its training windows from."""
+def training_data_description(arguments, all_triplets: bool, train_dataset) -> str:
+    """The provenance's ``training_data``: what the run drew its training windows from, read from
+    ``train_dataset`` (what ``training_data`` built for the run: the Vimeo list is not read twice)."""
+    parts = train_dataset.datasets if isinstance(train_dataset, MixtureDataset) else [train_dataset]
     triplets = "every consecutive triplet t-1, t+1 -> t of each" if all_triplets else "query triplets t-1, t+1 -> t"
     text = ("savfi embedded clips, split='train' (scenes bikes1, bikes3, bikes5, bikes6, bunny; 256 septuplets, "
             f"{triplets})")
     if arguments.vimeo_train is not None:
-        vimeo = open_dataset("vimeo_septuplet", root=arguments.vimeo_train, split="train", augment=False)
+        vimeo = next(part for part in parts if isinstance(part, VimeoDataset))
         text += (f" at share {1.0 - arguments.vimeo_share:g}, and Vimeo-90K septuplets of {arguments.vimeo_train} "
                  f"sep_trainlist.txt ({len(vimeo)} septuplets: {', '.join(vimeo.entries)}) at share {arguments.vimeo_share:g}")
     if arguments.synthetic_share > 0:
-        synthetic = [dataset for dataset in training_data(arguments).datasets if isinstance(dataset, SyntheticMotionDataset)][0]
+        synthetic = next(part for part in parts if isinstance(part, SyntheticMotionDataset))
         text += (f"; of all of these {1.0 - arguments.synthetic_share:g}, and {arguments.synthetic_share:g} synthetic "
                  f"septuplets rendered from their frames (savfi_core.data.SyntheticMotionDataset: {synthetic.describe()})")
     return text + ", crops (a share uniform, the rest motion-aware), random horizontal flip and input swap"
@@ -393,7 +395,7 @@ def main(argv=None) -> None:
     elif arguments.no_ship:
         print(f"{arguments.model}: --no-ship, package weights left as they are", flush=True)
     else:
-        ship(model, arguments, checkpoint_path, test_dataset)
+        ship(model, arguments, checkpoint_path, train_dataset, test_dataset)
 
 
 if __name__ == "__main__":

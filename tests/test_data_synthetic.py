@@ -126,7 +126,7 @@ def test_pretrain_tiny_mixes_synthetic_scenes_from_its_training_frames_only(shar
     assert synthetic.source.shares == pytest.approx([0.7, 0.3])
     names = {layer["source"].split(":")[0].split("/")[0] for index in range(40) for layer in synthetic.sample_info(index)["layers"]}
     assert names <= {"bikes1", "bikes3", "bikes5", "bikes6", "bunny", "00001"}, names
-    description = pretrain_tiny.training_data_description(arguments, all_triplets=True)
+    description = pretrain_tiny.training_data_description(arguments, all_triplets=True, train_dataset=data)
     assert "0.4 synthetic septuplets rendered from their frames" in description and "speeds up to 3 px/frame" in description
     assert "--synthetic-share 0.4 --synthetic-max-speed 3.0" in pretrain_tiny.teacher_flags(arguments)
     clips_only = pretrain_tiny.training_data(pretrain_tiny.parse_arguments(["--model", "dvf", "--synthetic-share", "0.5"]))

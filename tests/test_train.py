@@ -466,14 +466,52 @@ def test_pretrain_tiny_mixes_the_vimeo_train_septuplets_in_and_names_them_in_the
     assert data[256].name == "00001/0001" and tuple(data[256].frames.shape) == (7, 3, 256, 448)  # full frames: the sampler crops
     # the test list's group (00002) is never part of the training data
     assert all(not data.sample_info(index)["name"].startswith("00002/") for index in range(len(data)))
-    description = pretrain_tiny.training_data_description(arguments, all_triplets=False)
+    description = pretrain_tiny.training_data_description(arguments, all_triplets=False, train_dataset=data)
     assert "at share 0.75, and Vimeo-90K septuplets" in description and "00001/0008" in description
     assert f"--vimeo-train {root} --vimeo-share 0.25" in pretrain_tiny.teacher_flags(arguments)
     plain = pretrain_tiny.parse_arguments(["--model", "dvf"])
     assert type(pretrain_tiny.training_data(plain)).__name__ == "ClipsDataset"
-    assert "Vimeo" not in pretrain_tiny.training_data_description(plain, all_triplets=False)
+    assert "Vimeo" not in pretrain_tiny.training_data_description(plain, all_triplets=False, train_dataset=pretrain_tiny.training_data(plain))
     with pytest.raises(SystemExit, match="--vimeo-share must be strictly between 0 and 1"):
         pretrain_tiny.training_data(pretrain_tiny.parse_arguments(["--model", "dvf", "--vimeo-train", str(root), "--vimeo-share", "1"]))
+
+
+def test_pretrain_tiny_ships_weights_whose_provenance_names_the_data_the_run_was_given(shared_data, tmp_path, monkeypatch):
+    """ship() describes the training data from the dataset the run trained on: the Vimeo list is
+    opened once per run (not again at ship time), and the provenance names its septuplets and
+    the synthetic settings. The shipped state_dict loads into a fresh model."""
+    import importlib.util
+    import json
+    import signal
+
+    spec = importlib.util.spec_from_file_location("pretrain_tiny_ship", REPO_ROOT / "scripts" / "pretrain_tiny.py")
+    pretrain_tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain_tiny)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # the script's SIGTERM handler stays out of pytest
+    opened = []
+    real_open_dataset = pretrain_tiny.open_dataset
+    monkeypatch.setattr(pretrain_tiny, "open_dataset", lambda name, **kwargs: opened.append(name) or real_open_dataset(name, **kwargs))
+    root = shared_data / "vimeo_septuplet"
+    flags = ["--model", "sepconv", "--vimeo-train", str(root), "--vimeo-share", "0.3", "--synthetic-share", "0.3",
+             "--synthetic-max-speed", "2", "--threads", str(torch.get_num_threads())]
+    checkpoint = tmp_path / "run" / "sepconv.pt"
+    pretrain_tiny.main(flags + ["--steps", "2", "--batch-size", "2", "--crop-size", "32", "--crop-candidates", "2",
+                                "--val-every", "0", "--checkpoint-every", "0", "--no-ship", "--checkpoint", str(checkpoint)])
+    assert opened.count("vimeo_septuplet") == 1, opened
+    arguments = pretrain_tiny.parse_arguments(flags + ["--steps", "2", "--batch-size", "2", "--crop-size", "32"])
+    train_dataset = pretrain_tiny.training_data(arguments)
+    opened.clear()
+    test_dataset = real_open_dataset("vimeo_septuplet", root=root, split="test", augment=False)
+    model = create_model("sepconv", size="tiny")
+    weights = pretrain_tiny.ship(model, arguments, checkpoint, train_dataset, test_dataset, weights_path=tmp_path / "out" / "sepconv.pt")
+    assert opened == []  # ship opens no dataset of its own
+    provenance = json.loads(weights.with_suffix(".json").read_text())
+    assert provenance["steps"] == 2 and provenance["checkpoint"] == "sepconv.pt"
+    assert "00001/0001" in provenance["training_data"] and "speeds up to 2 px/frame" in provenance["training_data"]
+    assert "--synthetic-share 0.3 --synthetic-max-speed 2.0" in provenance["regenerate"]
+    fresh = create_model("sepconv", size="tiny")
+    fresh.load_state_dict(torch.load(weights, weights_only=True))
+    assert provenance["test_gain_db"] == pytest.approx(provenance["test_psnr"] - provenance["test_frame_average_psnr"], abs=2e-4)
 
 
 def test_resume_on_other_training_data_or_augmentation_is_refused_and_older_checkpoints_still_resume(tmp_path):
