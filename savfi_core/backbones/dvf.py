@@ -234,7 +234,7 @@ def build_dvf(config: DVFConfig) -> DeepVoxelFlow:
 register_weights("dvf", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/dvf.pt", provenance="weights/tiny/dvf.json",
-        sha256="c3b92c59c0c1da2bbaa37acef1626229d2d1d0f63c7d831abbfe289461b0591c",
+        sha256="73b76f8fb858621f57a76f36aa40c6788942bd6e614fa787f195c91867516c73",
         license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="1*MSE", original_name="voxelflow"),
     "paper": PretrainedWeights(
         source="release", file="voxelflow_ft.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="1*MSE",

@@ -366,7 +366,7 @@ def build_superslomo(config: SuperSloMoConfig) -> SuperSloMo:
 register_weights("superslomo", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/superslomo.pt", provenance="weights/tiny/superslomo.json",
-        sha256="caa57db05226897d13900e90b9a010484b62dfbab0505af644197cc14d646b2a",
+        sha256="491ded86c104a9483a7cafb0f6cd8ee4e48e8ccb26169d035b0c30304a7d6b42",
         license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="204*L1 + 102*warp L1 + 0.005*VGG16-conv4_3 MSE + smoothness", original_name="superslomo"),
     "paper": PretrainedWeights(
         source="release", file="superslomo_base.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="204*L1 + 102*warp L1 + 0.005*VGG16-conv4_3 MSE + smoothness",
