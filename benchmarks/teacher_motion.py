@@ -78,9 +78,7 @@ def with_motion(name: str, model: torch.nn.Module, displacement_of: Callable[[to
             torch.cat([2 * current["s"], -2 * current["s"]], dim=0), 4) / model.flownets.div_flow
     elif name == "dvf":
         def replace_flow_channels(module, inputs, output):
-            height, width = output.shape[-2:]
-            fixed = model.config.flow_range_pixels
-            unit = output.new_tensor([(width - 1) / 2.0, (height - 1) / 2.0] if fixed is None else [fixed, fixed]).view(1, 2, 1, 1)
+            unit = model.flow_pixels_per_unit(output)
             output = output.clone()
             output[:, 0:2] = torch.atanh((2 * current["s"] / unit).clamp(-1 + 1e-6, 1 - 1e-6))  # flow = 0.5 tanh(.) * unit
             return output

@@ -174,6 +174,16 @@ class DeepVoxelFlow(InterpolationModel):
             self.conv4.weight.zero_()
             self.conv4.bias.zero_()
 
+    def flow_pixels_per_unit(self, like: Tensor) -> Tensor:
+        """[1,2,1,1] (x, y) pixels per unit of the network's flow output at ``like``'s size.
+
+        0.5 * tanh output is the offset in normalised coordinates (align_corners=True); in pixels
+        that is times (W-1)/2 horizontally and (H-1)/2 vertically, unless the config fixes the unit.
+        """
+        height, width = like.shape[-2:]
+        fixed = self.config.flow_range_pixels
+        return like.new_tensor([(width - 1) / 2.0, (height - 1) / 2.0] if fixed is None else [fixed, fixed]).view(1, 2, 1, 1)
+
     def interpolate(self, frame0: Tensor, frame1: Tensor) -> InterpolationOutput:
         """frame0, frame1: [B,3,H,W] in [0,1], H and W multiples of 64 -> pred [B,3,H,W] in [0,1].
 
@@ -196,12 +206,7 @@ class DeepVoxelFlow(InterpolationModel):
         x = F.relu(self.deconv3_bn(self.deconv3(torch.cat([x, conv1], dim=1))))
         x = torch.tanh(self.conv4(x))
 
-        height, width = frame0.shape[-2:]
-        # 0.5 * tanh output is the offset in normalised coordinates (align_corners=True); in pixels
-        # that is times (W-1)/2 horizontally and (H-1)/2 vertically, unless the config fixes the unit.
-        fixed = self.config.flow_range_pixels
-        pixels_per_unit = x.new_tensor([(width - 1) / 2.0, (height - 1) / 2.0] if fixed is None else [fixed, fixed]).view(1, 2, 1, 1)
-        flow = 0.5 * x[:, 0:2] * pixels_per_unit
+        flow = 0.5 * x[:, 0:2] * self.flow_pixels_per_unit(x)
         mask = 0.5 * (1.0 + x[:, 2:3])
         warped0 = backwarp(normalised0, -flow, padding_mode="border")
         warped1 = backwarp(normalised1, flow, padding_mode="border")
