@@ -60,7 +60,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="linear learning-rate warmup over the first steps, then --lr-schedule (see pretrain's docstring)")
     parser.add_argument("--batchnorm-momentum", type=float, default=None,
                         help="DVF: train its frozen BatchNorm with batch statistics, running ones at this momentum "
-                        "(savfi_core.backbones.dvf.batch_statistics_while_training); default: frozen")
+                        "(savfi_core.backbones.common.batch_statistics_while_training); default: frozen")
     parser.add_argument("--all-triplets", action="store_true",
                         help="train on every consecutive triplet of each septuplet, not only the query one")
     parser.add_argument("--triplet-gaps", type=int, nargs="+", default=[1],

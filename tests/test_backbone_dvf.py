@@ -54,7 +54,7 @@ def test_batchnorm_stays_in_eval_mode_and_never_updates_its_statistics():
 
 
 def test_pretraining_batchnorm_uses_batch_statistics_in_train_mode_only_and_only_inside_its_context():
-    from savfi_core.backbones.dvf import FrozenBatchNorm2d, batch_statistics_while_training
+    from savfi_core.backbones.common import FrozenBatchNorm2d, batch_statistics_while_training
 
     torch.manual_seed(0)
     model = create_model("dvf", size="tiny", pad_margin=0)

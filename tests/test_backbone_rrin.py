@@ -127,3 +127,35 @@ def test_flow_unit_pixels_scales_the_flow_u_net_output_into_pixels():
     torch.testing.assert_close(aux["flow_0_1"], 16.0 * raw[:, 0:2])
     torch.testing.assert_close(aux["flow_1_0"], 16.0 * raw[:, 2:4])
     assert create_model("rrin", size="paper").config.flow_unit_pixels == 1.0  # the authors' checkpoint's unit
+
+
+def test_flow_batchnorm_normalises_flow_u_net_features_on_batch_statistics_only_while_pretraining():
+    from savfi_core.backbones.common import FrozenBatchNorm2d, batch_statistics_while_training
+
+    torch.manual_seed(0)
+    model = create_model("rrin", size="tiny", flow_batchnorm=True)
+    layers = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    # two per conv block of Flow_L (5 down, 4 up), none in the other three U-Nets
+    assert len(layers) == 18 and all(any(m is layer for m in model.Flow_L.modules()) for layer in layers)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in create_model("rrin", size="tiny").modules())
+    frame0, frame1, _ = _frames(32, 32, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(frame0, frame1).pred, (frame0 + frame1) / 2, atol=1e-6, rtol=0)
+
+    first_norm = model.Flow_L.down_path[0].block[1]
+    seen = {}
+    first_norm.register_forward_hook(lambda module, inputs, output: seen.update(output=output))
+    batch = torch.rand(4, 6, 32, 32)
+    model.train()
+    with torch.no_grad(), batch_statistics_while_training(model, momentum=0.5) as switched:
+        model.Flow_L(batch)
+    assert switched == 18
+    normalised = seen["output"]  # affine weight 1, bias 0 at init: the features themselves
+    torch.testing.assert_close(normalised.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(normalised.var(dim=(0, 2, 3), unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
+    updated = first_norm.running_mean.clone()
+    assert float(updated.abs().max()) > 0
+    # outside the context (test-time adaptation, meta-learning) the statistics are read, never written
+    with torch.no_grad():
+        model.Flow_L(batch)
+    torch.testing.assert_close(first_norm.running_mean, updated, atol=0, rtol=0)

@@ -22,15 +22,13 @@ State-dict names are the original ones, so ``voxelflow_ft.pth`` loads without re
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from savfi_core.backbones.common import InterpolationModel, InterpolationOutput, SYMMETRIC_FLOW
+from savfi_core.backbones.common import SYMMETRIC_FLOW, FrozenBatchNorm2d, InterpolationModel, InterpolationOutput
 from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.kernels import backwarp
@@ -63,62 +61,6 @@ PAPER = DVFConfig()
 # The shipped tiny weights were distilled with a fixed flow unit (so they hold at any frame size) and
 # the reflection margin (so whole frames' edges look like the training crops'): issue 13.
 TINY = DVFConfig(widths=(12, 24, 48, 48), flow_range_pixels=64.0, pad_margin=16)
-
-
-class FrozenBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that normalises with its running statistics (eval mode) and never updates them.
-
-    y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, with weight and bias learned.
-    Same parameters and buffers (names and shapes) as ``nn.BatchNorm2d``, so checkpoints load
-    unchanged; ``.train()`` does not switch it to batch statistics, matching SAVFI's DVF, which
-    fine-tunes and adapts a network pretrained elsewhere.
-
-    Pretraining from scratch is the exception (:func:`batch_statistics_while_training`): the
-    original DVF was trained with ordinary BatchNorm, and without it a tiny DVF trained from
-    scratch switches itself off (see that function).
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.pretraining_momentum: float | None = None  # set by batch_statistics_while_training
-
-    @property
-    def updates_running_statistics(self) -> bool:  # read by MetaLearner.task_batching_obstacle (vmap over tasks)
-        return self.pretraining_momentum is not None and self.training
-
-    def forward(self, input: Tensor) -> Tensor:
-        if self.updates_running_statistics:
-            return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, training=True,
-                                momentum=self.pretraining_momentum, eps=self.eps)
-        return F.batch_norm(
-            input, self.running_mean, self.running_var, self.weight, self.bias, training=False, momentum=0.0, eps=self.eps
-        )
-
-
-@contextlib.contextmanager
-def batch_statistics_while_training(model: nn.Module, momentum: float) -> Iterator[int]:
-    """In train mode, ``model``'s frozen BatchNorm layers normalise with batch statistics and update
-    their running statistics (PyTorch's ``momentum``), as the original DVF's training did; in eval
-    mode, and after the context, they are frozen as ever. Yields how many layers it switched.
-
-    Why: with BatchNorm frozen at (0, 1), nothing centres the ReLU features, which are all >= 0.
-    The output conv starts at zero; its first Adam steps move every weight of a channel by about
-    the learning rate in one direction, so it adds a multiple of the features' sum to the flow
-    everywhere, and the cheapest way for the gradient to remove that error is to shrink the
-    features. On 2026-12-06 a tiny DVF distillation run (Adam 1e-3) had 3 of the 12 channels feeding
-    its output active by step 60 (mean activation 0.002; 0.49 at initialisation) and predicted
-    0.005 px of motion at step 1,900; with Adam 1e-4 the mean activation was 0.008 at step 100.
-    """
-    if not 0.0 < momentum <= 1.0:
-        raise ValueError(f"momentum must be in (0, 1], got {momentum}")
-    layers = [module for module in model.modules() if isinstance(module, FrozenBatchNorm2d)]
-    for layer in layers:
-        layer.pretraining_momentum = momentum
-    try:
-        yield len(layers)
-    finally:
-        for layer in layers:
-            layer.pretraining_momentum = None
 
 
 class DeepVoxelFlow(InterpolationModel):

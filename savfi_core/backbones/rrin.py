@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from savfi_core.backbones.common import FLOWS_BETWEEN_INPUTS, InterpolationModel, InterpolationOutput, linear_intermediate_flows
+from savfi_core.backbones.common import (
+    FLOWS_BETWEEN_INPUTS, FrozenBatchNorm2d, InterpolationModel, InterpolationOutput, linear_intermediate_flows,
+)
 from savfi_core.backbones.pretrained import PretrainedWeights, register_weights
 from savfi_core.backbones.registry import register_model
 from savfi_core.kernels import backwarp
@@ -59,6 +61,11 @@ class RRINConfig:
     Both were tried against the collapse of Flow_L in tiny distillation runs (its features shrink
     tenfold within a few hundred steps and it predicts no motion) and neither stopped it: the
     README's distillation section has the measurements.
+    flow_batchnorm: a BatchNorm (``FrozenBatchNorm2d``) after each convolution of Flow_L's conv
+        blocks, as in DVF, whose tiny features stayed alive only once its BatchNorm trained on batch
+        statistics (``pretrain(..., batchnorm_momentum=...)``); frozen otherwise, so meta-learning
+        and test-time adaptation see a fixed function of the weights. Not in the original: its
+        checkpoint loads only with this off.
     """
 
     base_channels: int = 32
@@ -66,6 +73,7 @@ class RRINConfig:
     pad_margin: int = 0
     he_init: bool = False
     flow_unit_pixels: float = 1.0
+    flow_batchnorm: bool = False
 
 
 PAPER = RRINConfig()
@@ -76,16 +84,21 @@ TINY = RRINConfig(base_channels=4)
 
 
 class UNetConvBlock(nn.Module):
-    """conv3x3 -> LReLU(0.1) -> conv3x3 -> LReLU(0.1); weights at ``block.0`` and ``block.2``."""
+    """conv3x3 -> LReLU(0.1) -> conv3x3 -> LReLU(0.1); weights at ``block.0`` and ``block.2``.
 
-    def __init__(self, in_channels: int, out_channels: int):
+    With ``batchnorm`` each conv is followed by a ``FrozenBatchNorm2d`` (``RRINConfig.flow_batchnorm``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, batchnorm: bool = False):
         super().__init__()
-        self.block = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            nn.LeakyReLU(0.1),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1),
-            nn.LeakyReLU(0.1),
-        )
+
+        def conv_layers(channels_in: int) -> list[nn.Module]:
+            layers = [nn.Conv2d(channels_in, out_channels, 3, padding=1)]
+            if batchnorm:
+                layers.append(FrozenBatchNorm2d(out_channels))
+            return layers + [nn.LeakyReLU(0.1)]
+
+        self.block = nn.Sequential(*conv_layers(in_channels), *conv_layers(out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x)
@@ -101,10 +114,10 @@ class Upsample(nn.Module):
 class UNetUpBlock(nn.Module):
     """up = [bilinear x2, conv3x3 in -> out]; concatenate the skip (out channels); conv block 2*out -> out."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, batchnorm: bool = False):
         super().__init__()
         self.up = nn.Sequential(Upsample(), nn.Conv2d(in_channels, out_channels, 3, padding=1))
-        self.conv_block = UNetConvBlock(in_channels, out_channels)
+        self.conv_block = UNetConvBlock(in_channels, out_channels, batchnorm)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         return self.conv_block(torch.cat([self.up(x), skip], dim=1))
@@ -113,15 +126,15 @@ class UNetUpBlock(nn.Module):
 class UNet(nn.Module):
     """RRIN's U-Net: [B,in,H,W] -> [B,out,H,W], H and W multiples of 2**(depth-1)."""
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int, base_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, depth: int, base_channels: int, batchnorm: bool = False):
         super().__init__()
         widths = [base_channels * 2**level for level in range(depth)]
         self.down_path = nn.ModuleList(
-            UNetConvBlock(previous, width) for previous, width in zip([in_channels] + widths[:-1], widths)
+            UNetConvBlock(previous, width, batchnorm) for previous, width in zip([in_channels] + widths[:-1], widths)
         )
         self.midconv = nn.Conv2d(widths[-1], widths[-1], 3, padding=1)
         self.up_path = nn.ModuleList(
-            UNetUpBlock(widths[level + 1], widths[level]) for level in reversed(range(depth - 1))
+            UNetUpBlock(widths[level + 1], widths[level], batchnorm) for level in reversed(range(depth - 1))
         )
         self.last = nn.Conv2d(widths[0], out_channels, 3, padding=1)
 
@@ -162,7 +175,7 @@ class RRIN(InterpolationModel):
         self.pad_margin = config.pad_margin
         width = config.base_channels
         self.Mask = UNet(16, 2, 4, width)
-        self.Flow_L = UNet(6, 4, 5, width)
+        self.Flow_L = UNet(6, 4, 5, width, batchnorm=config.flow_batchnorm)
         self.refine_flow = UNet(10, 4, 4, width)
         self.final = UNet(9, 3, 4, width)
         if config.he_init:

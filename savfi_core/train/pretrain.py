@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from savfi_core.backbones.dvf import batch_statistics_while_training
+from savfi_core.backbones.common import batch_statistics_while_training
 from savfi_core.data import MixtureDataset, SyntheticMotionDataset
 from savfi_core.train.common import DivergenceGuard, GeometricAugmentation, sample_pair_batch, sample_triplet_batch, validate_model
 from savfi_core.train.distributed import DistributedContext, distributed_context, has_training_batchnorm
@@ -143,7 +143,7 @@ def pretrain(
     0.001 by step 60; ``batchnorm_momentum`` did.
     batchnorm_momentum: for a model whose BatchNorm is frozen (DVF): train it with batch
     statistics, updating the running ones at this momentum (PyTorch's convention), as the original
-    DVF was trained (:func:`savfi_core.backbones.dvf.batch_statistics_while_training` says why);
+    DVF was trained (:func:`savfi_core.backbones.common.batch_statistics_while_training` says why);
     validation and everything after training use the frozen layers. None: frozen throughout.
     flow_teacher_weight: when > 0, adds ``flow_teacher_weight * mean|flow - factor * s|`` (the
     ``flow_teacher`` term) for each motion field of the backbone's output, with s the bilateral
