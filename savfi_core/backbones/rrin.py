@@ -86,7 +86,8 @@ TINY = RRINConfig(base_channels=4)
 class UNetConvBlock(nn.Module):
     """conv3x3 -> LReLU(0.1) -> conv3x3 -> LReLU(0.1); weights at ``block.0`` and ``block.2``.
 
-    With ``batchnorm`` each conv is followed by a ``FrozenBatchNorm2d`` (``RRINConfig.flow_batchnorm``).
+    With ``batchnorm`` each conv is followed by a ``FrozenBatchNorm2d`` (``RRINConfig.flow_batchnorm``):
+    convolutions at ``block.0`` and ``block.3``, norms at ``block.1`` and ``block.4``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, batchnorm: bool = False):
