@@ -181,7 +181,7 @@ def build_dvf(config: DVFConfig) -> DeepVoxelFlow:
 register_weights("dvf", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/dvf.pt", provenance="weights/tiny/dvf.json",
-        sha256="73b76f8fb858621f57a76f36aa40c6788942bd6e614fa787f195c91867516c73",
+        sha256="0c9bc4de2cd77bf3e6253e643ae317769af6ff49d611fd3d01bf49cf8fd540b1",
         license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="1*MSE", original_name="voxelflow"),
     "paper": PretrainedWeights(
         source="release", file="voxelflow_ft.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="1*MSE",

@@ -79,8 +79,10 @@ class RRINConfig:
 PAPER = RRINConfig()
 # Same four U-Nets at 1/8 of the width (0.30M instead of 19.19M parameters): every input is padded
 # to 128x128, so a 64x64 pair costs four full U-Nets at 128x128 (about 0.1 s of one CPU thread for
-# forward+backward; base_channels=8 gives 1.2M parameters at about 0.16 s).
-TINY = RRINConfig(base_channels=4)
+# forward+backward; base_channels=8 gives 1.2M parameters at about 0.16 s). The shipped tiny weights
+# were distilled with BatchNorm in the flow U-Net (without it its features die out, issue 13) and
+# the reflection margin (so whole frames' edges look like the training crops').
+TINY = RRINConfig(base_channels=4, pad_margin=16, flow_batchnorm=True)
 
 
 class UNetConvBlock(nn.Module):
@@ -249,7 +251,7 @@ def build_rrin(config: RRINConfig) -> RRIN:
 register_weights("rrin", {
     "tiny": PretrainedWeights(
         source="shipped", file="weights/tiny/rrin.pt", provenance="weights/tiny/rrin.json",
-        sha256="d27b58572fb4437a8d63933728c77ce9813bd5b51f76f3883cc0faf7a402862d",
+        sha256="78eea0448a6e8ead35e5a72d69716cea3c0ddc6de5a12bf08ddce43aa28a119a",
         license="MIT (trained by savfi)", optimizer="adam", lr=0.0001, loss="1*L1", original_name="rrin"),
     "paper": PretrainedWeights(
         source="release", file="rrin_base.pth", sha256=None, license=None, optimizer="adam", lr=0.0001, loss="1*L1",
