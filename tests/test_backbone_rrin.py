@@ -137,7 +137,8 @@ def test_flow_batchnorm_normalises_flow_u_net_features_on_batch_statistics_only_
     layers = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
     # two per conv block of Flow_L (5 down, 4 up), none in the other three U-Nets
     assert len(layers) == 18 and all(any(m is layer for m in model.Flow_L.modules()) for layer in layers)
-    assert not any(isinstance(m, FrozenBatchNorm2d) for m in create_model("rrin", size="tiny").modules())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in create_model("rrin", size="paper").modules())  # the authors' layout
+    assert create_model("rrin", size="tiny").config.flow_batchnorm  # the shipped tiny weights have it
     frame0, frame1, _ = _frames(32, 32, seed=3)
     with torch.no_grad():
         torch.testing.assert_close(model(frame0, frame1).pred, (frame0 + frame1) / 2, atol=1e-6, rtol=0)
