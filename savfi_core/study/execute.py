@@ -139,6 +139,20 @@ def execute_notebook_here(run_file: Path) -> int:
             (job_dir / PROCESS_FILE).write_text(json.dumps({"children_peak_rss_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1)}))
 
 
+# Kernels that start at the same moment can race for the same TCP port: jupyter_client picks free
+# ports for the connection file, and another process may bind one of them before the kernel does
+# ("ZMQError: Address already in use" in the job's log; ../shared/NOTES.md). The kernel then dies
+# before nbclient's kernel_info handshake, so no cell has run and starting a fresh kernel (new
+# ports) re-runs nothing. Seen once in 97 jobs of `make run` on 2026-12-07.
+KERNEL_START_ATTEMPTS = 3
+KERNEL_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
+
+
+def kernel_never_started(error: BaseException) -> bool:
+    """Whether papermill's ``error`` is nbclient's failed kernel start (no cell ran), not a cell's error."""
+    return isinstance(error, RuntimeError) and any(message in str(error) for message in KERNEL_START_FAILURES)
+
+
 def _execute(papermill, spec: dict[str, Any], output: Path, rank: int, error_file: Path, scratch) -> int:
     warm = {}
     if os.environ.get(SOCKET_VARIABLE):
@@ -147,14 +161,22 @@ def _execute(papermill, spec: dict[str, Any], output: Path, rank: int, error_fil
         warm = {"kernel_manager_class": kernel_manager_class()}
     print(f"kernel: {'forked by the warm-kernel server' if warm else 'started from scratch'}", file=sys.stderr, flush=True)
     try:
-        papermill.execute_notebook(
-            spec["notebook"], str(output), parameters=spec["parameters"],
-            kernel_name=spec.get("kernel_name"), progress_bar=False, log_output=True,
-            cwd=spec["working_directory"],
-            # Every cell has run and every file is written by then: stop the kernel at once
-            # instead of the graceful shutdown request and wait (0.4 s less per job, measured).
-            shutdown_kernel="immediate", **warm,
-        )
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                papermill.execute_notebook(
+                    spec["notebook"], str(output), parameters=spec["parameters"],
+                    kernel_name=spec.get("kernel_name"), progress_bar=False, log_output=True,
+                    cwd=spec["working_directory"],
+                    # Every cell has run and every file is written by then: stop the kernel at once
+                    # instead of the graceful shutdown request and wait (0.4 s less per job, measured).
+                    shutdown_kernel="immediate", **warm,
+                )
+                break
+            except RuntimeError as error:
+                if attempt == KERNEL_START_ATTEMPTS or not kernel_never_started(error):
+                    raise
+                print(f"kernel start failed before any cell ran ({error}); starting a fresh kernel, "
+                      f"attempt {attempt + 1} of {KERNEL_START_ATTEMPTS}", file=sys.stderr, flush=True)
     except Exception as error:  # papermill saves the executed notebook (with the failing cell) first
         if type(error).__name__ == "PapermillExecutionError":
             message = f"{error.ename}: {error.evalue} (cell {error.exec_count})"
