@@ -209,7 +209,8 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
     y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, with weight and bias learned.
     Same parameters and buffers (names and shapes) as ``nn.BatchNorm2d``, so checkpoints load
     unchanged; ``.train()`` does not switch it to batch statistics, matching SAVFI's DVF, which
-    fine-tunes and adapts a network pretrained elsewhere.
+    fine-tunes and adapts a network pretrained elsewhere. DVF's layers and, with
+    ``RRINConfig.flow_batchnorm``, RRIN's flow U-Net use it.
 
     Pretraining from scratch is the exception (:func:`batch_statistics_while_training`): the
     original DVF was trained with ordinary BatchNorm, and without it a tiny DVF trained from
