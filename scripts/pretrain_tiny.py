@@ -59,7 +59,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=0,
                         help="linear learning-rate warmup over the first steps, then --lr-schedule (see pretrain's docstring)")
     parser.add_argument("--batchnorm-momentum", type=float, default=None,
-                        help="DVF: train its frozen BatchNorm with batch statistics, running ones at this momentum "
+                        help="DVF, RRIN with flow_batchnorm: train the frozen BatchNorm with batch statistics, running ones at this momentum "
                         "(savfi_core.backbones.common.batch_statistics_while_training); default: frozen")
     parser.add_argument("--all-triplets", action="store_true",
                         help="train on every consecutive triplet of each septuplet, not only the query one")

@@ -141,7 +141,7 @@ def pretrain(
     steps move every weight by about ``lr`` at once). It did not keep a tiny DVF's features alive:
     with 300 warmup steps the mean activation feeding its output had still fallen from 0.49 to
     0.001 by step 60; ``batchnorm_momentum`` did.
-    batchnorm_momentum: for a model whose BatchNorm is frozen (DVF): train it with batch
+    batchnorm_momentum: for a model whose BatchNorm is frozen (DVF; RRIN with flow_batchnorm): train it with batch
     statistics, updating the running ones at this momentum (PyTorch's convention), as the original
     DVF was trained (:func:`savfi_core.backbones.common.batch_statistics_while_training` says why);
     validation and everything after training use the frozen layers. None: frozen throughout.
